@@ -1,0 +1,63 @@
+// ipsnet: Iterative Patch Selection for very large images.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "apps/command.h"
+#include "engine/common/error.h"
+
+namespace ipsnet {
+namespace app {
+
+std::vector<Command>& command_table() {
+  static std::vector<Command> table;
+  return table;
+}
+
+namespace {
+void print_help() {
+  std::printf(
+      "ipsnet %s - Iterative Patch Selection for very large images\n\n"
+      "usage: ipsnet <command> [options]\n\ncommands:\n",
+      IPSNET_VERSION);
+  auto table = command_table();
+  std::sort(table.begin(), table.end(),
+            [](const Command& a, const Command& b) { return a.name < b.name; });
+  for (const auto& c : table) std::printf("  %-18s %s\n", c.name.c_str(), c.summary.c_str());
+  std::printf("\nRun `ipsnet <command> --help` for the options of a command.\n");
+}
+}  // namespace
+
+}  // namespace app
+}  // namespace ipsnet
+
+int main(int argc, char** argv) {
+  using namespace ipsnet::app;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
+      std::string(argv[1]) == "help") {
+    print_help();
+    return argc < 2 ? 1 : 0;
+  }
+  if (std::string(argv[1]) == "--version") {
+    std::printf("ipsnet %s\n", IPSNET_VERSION);
+    return 0;
+  }
+  std::string name = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const auto& c : command_table()) {
+    if (c.name != name) continue;
+    try {
+      return c.run(args);
+    } catch (const ipsnet::Error& e) {
+      std::fprintf(stderr, "ipsnet %s: error: %s\n", name.c_str(), e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ipsnet %s: error: %s\n", name.c_str(), e.what());
+      return 2;
+    }
+  }
+  std::fprintf(stderr, "ipsnet: unknown command '%s' (run `ipsnet --help` for the list)\n", name.c_str());
+  return 2;
+}

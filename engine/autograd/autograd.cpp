@@ -1,0 +1,166 @@
+#include <algorithm>
+#include <unordered_map>
+
+#include "engine/autograd/grad_mode.h"
+#include "engine/autograd/node.h"
+#include "engine/ops/ops.h"
+
+namespace ipsnet {
+
+namespace {
+thread_local bool tl_grad_enabled = true;
+}
+
+bool grad_enabled() { return tl_grad_enabled; }
+void set_grad_enabled(bool on) { tl_grad_enabled = on; }
+NoGradGuard::NoGradGuard() : prev_(tl_grad_enabled) { tl_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { tl_grad_enabled = prev_; }
+
+std::atomic<int64_t> Node::live_{0};
+Node::Node() { live_.fetch_add(1, std::memory_order_relaxed); }
+Node::~Node() { live_.fetch_sub(1, std::memory_order_relaxed); }
+int64_t Node::live_count() { return live_.load(); }
+
+std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad) {
+  auto leaf = leaf_.lock();
+  if (!leaf) return {};
+  Tensor t(leaf);
+  Tensor g = grad;
+  if (g.shape() != t.shape()) g = ops::sum_to(g, t.shape());
+  AutogradMeta& m = *leaf->autograd_;
+  if (!m.grad.defined()) {
+    // Own a fresh contiguous copy: grad may be a view of another buffer.
+    m.grad = g.detach().clone();
+  } else {
+    NoGradGuard ng;
+    ops::add_(m.grad, g);
+  }
+  return {};
+}
+
+SavedTensor::SavedTensor(const Tensor& t) {
+  if (!t.defined()) return;
+  t_ = t.detach();
+  version_ = t.storage()->version();
+}
+
+Tensor SavedTensor::unpack(const char* node_name) const {
+  if (!t_.defined()) return t_;
+  IPSNET_CHECK(t_.storage()->version() == version_, node_name,
+               ": a tensor saved for backward was modified in place after it was saved (version ",
+               version_, " -> ", t_.storage()->version(), ")");
+  return t_;
+}
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+std::shared_ptr<Node> gradient_edge(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return nullptr;
+  AutogradMeta& m = *t.impl()->autograd_;
+  if (m.grad_fn) return m.grad_fn;
+  auto acc = m.accumulator.lock();
+  if (!acc) {
+    acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    m.accumulator = acc;
+  }
+  return acc;
+}
+
+void set_history(Tensor& out, const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs) {
+  node->next_.clear();
+  node->next_.reserve(inputs.size());
+  for (const Tensor& t : inputs) node->next_.push_back(gradient_edge(t));
+  TensorImpl* impl = out.impl();
+  if (!impl->autograd_) impl->autograd_ = std::make_unique<AutogradMeta>();
+  impl->autograd_->requires_grad = true;
+  impl->autograd_->grad_fn = node;
+}
+
+void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  std::shared_ptr<Node> root_node = gradient_edge(root);
+  IPSNET_CHECK(root_node != nullptr,
+               "backward: the tensor does not require grad and has no grad_fn");
+  // 1. Dependency counts by an iterative depth-first walk.
+  std::unordered_map<Node*, int> deps;
+  std::vector<Node*> stack{root_node.get()};
+  deps[root_node.get()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const auto& nx : n->next_) {
+      if (!nx) continue;
+      auto it = deps.find(nx.get());
+      if (it == deps.end()) {
+        deps[nx.get()] = 1;
+        stack.push_back(nx.get());
+      } else {
+        it->second++;
+      }
+    }
+  }
+  // 2. Process nodes whose every consumer has delivered its gradient.
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root_node.get()] = grad;
+  std::vector<std::shared_ptr<Node>> ready{root_node};
+  NoGradGuard no_grad;  // backward itself records nothing (no double backward)
+  while (!ready.empty()) {
+    std::shared_ptr<Node> n = std::move(ready.back());
+    ready.pop_back();
+    IPSNET_CHECK(!n->released_, "backward: trying to backward through ", n->name(),
+                 " a second time; its saved tensors were freed (pass retain_graph=true)");
+    Tensor g = std::move(grads[n.get()]);
+    grads.erase(n.get());
+    std::vector<Tensor> in_grads = n->apply(g);
+    g = Tensor();
+    if (!retain_graph && dynamic_cast<AccumulateGrad*>(n.get()) == nullptr) {
+      n->release();
+      n->released_ = true;
+    }
+    for (size_t i = 0; i < n->next_.size(); ++i) {
+      const auto& nx = n->next_[i];
+      if (!nx) continue;
+      if (i < in_grads.size() && in_grads[i].defined()) {
+        auto it = grads.find(nx.get());
+        if (it == grads.end() || !it->second.defined()) {
+          grads[nx.get()] = in_grads[i];
+        } else {
+          it->second = ops::add(it->second, in_grads[i]);
+        }
+      }
+      if (--deps[nx.get()] == 0) {
+        if (grads.count(nx.get()) && grads[nx.get()].defined()) {
+          ready.push_back(nx);
+        } else {
+          grads.erase(nx.get());
+          // No gradient reached this node; still release its descendants' counts.
+          std::vector<std::shared_ptr<Node>> skip{nx};
+          while (!skip.empty()) {
+            auto s = skip.back();
+            skip.pop_back();
+            for (const auto& sn : s->next_) {
+              if (!sn) continue;
+              if (--deps[sn.get()] == 0) {
+                if (grads.count(sn.get()) && grads[sn.get()].defined()) ready.push_back(sn);
+                else skip.push_back(sn);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace ipsnet

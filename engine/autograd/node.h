@@ -1,0 +1,80 @@
+// Autograd graph nodes.
+//
+// Contract: Node::apply receives the gradient of the node's single output and
+// returns one gradient per input (undefined where an input needs none).
+// Gradients flowing into the same node are summed (=); gradients of leaves
+// accumulate across backward calls (+=) in AccumulateGrad.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor/tensor.h"
+
+namespace ipsnet {
+
+class Node : public std::enable_shared_from_this<Node> {
+ public:
+  Node();
+  virtual ~Node();
+  virtual const char* name() const = 0;
+  virtual std::vector<Tensor> apply(const Tensor& grad) = 0;
+  /// Drops saved tensors once backward has run (unless the graph is retained).
+  virtual void release() {}
+  /// One entry per input; null when that input needs no gradient.
+  std::vector<std::shared_ptr<Node>> next_;
+  bool released_ = false;
+  /// Nodes alive in this process (a no-grad forward must leave this unchanged).
+  static int64_t live_count();
+
+ private:
+  static std::atomic<int64_t> live_;
+};
+
+/// Accumulates into a leaf's .grad (+=).
+class AccumulateGrad : public Node {
+ public:
+  explicit AccumulateGrad(std::weak_ptr<TensorImpl> leaf) : leaf_(std::move(leaf)) {}
+  const char* name() const override { return "AccumulateGrad"; }
+  std::vector<Tensor> apply(const Tensor& grad) override;
+
+ private:
+  std::weak_ptr<TensorImpl> leaf_;
+};
+
+/// A tensor saved for backward, with the version it had when saved: unpacking
+/// after an in-place change is an error, not a silent wrong gradient.
+class SavedTensor {
+ public:
+  SavedTensor() = default;
+  SavedTensor(const Tensor& t);  // NOLINT: implicit on purpose
+  Tensor unpack(const char* node_name) const;
+  void reset() { t_ = Tensor(); }
+  bool defined() const { return t_.defined(); }
+
+ private:
+  Tensor t_;
+  uint64_t version_ = 0;
+};
+
+struct AutogradMeta {
+  bool requires_grad = false;
+  Tensor grad;                          // leaves only
+  std::shared_ptr<Node> grad_fn;        // non-leaves
+  std::weak_ptr<Node> accumulator;      // leaves: their AccumulateGrad node
+};
+
+/// True when any defined input requires grad and grad mode is on.
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+bool any_requires_grad(const std::vector<Tensor>& inputs);
+/// The node an input's gradient flows to: grad_fn, a leaf's accumulator, or null.
+std::shared_ptr<Node> gradient_edge(const Tensor& t);
+/// Connects node to inputs and makes it out's grad_fn (out must be a fresh result).
+void set_history(Tensor& out, const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs);
+
+/// Runs backward from roots with the given output gradients.
+void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph);
+
+}  // namespace ipsnet

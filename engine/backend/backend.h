@@ -1,0 +1,116 @@
+// The backend interface: the primitives every device implements, forward and
+// backward side by side. Ops (engine/ops) check shapes, lay out inputs as the
+// primitive expects, and call these. Outputs are preallocated by the caller.
+//
+// Layout conventions:
+//  - "contiguous" arguments are row-major dense; the op guarantees it.
+//  - (outer, n, inner): a tensor viewed as outer x n x inner around one dim.
+//  - Broadcast inputs arrive as strided views expanded to the output shape
+//    (stride 0 on broadcast dims); outputs are contiguous unless noted.
+// Accumulate rule: primitives write (=) their outputs; only the ones named
+// *_add or taking beta accumulate.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/math/elementwise.h"
+#include "engine/tensor/tensor.h"
+
+namespace ipsnet {
+
+enum class ReduceOp { Sum, Mean, Max, Min };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  /// Waits for queued work (no-op on the CPU).
+  virtual void synchronize() {}
+
+  // ---- memory -----------------------------------------------------------
+  /// dst[...] = src[...]: same shape, any strides, dtype conversion allowed.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  /// Copies between devices (contiguous, same dtype and numel).
+  virtual void copy_across(const Tensor& src, const Tensor& dst) = 0;
+  virtual void fill(const Tensor& dst, double value) = 0;
+
+  // ---- elementwise --------------------------------------------------------
+  /// y = op(x; alpha), x and y contiguous (y may alias x).
+  virtual void unary(math::UnaryOp op, const Tensor& x, const Tensor& y, double alpha) = 0;
+  /// dx = dy * op'(x or y; alpha)   (x or y may be undefined when not used)
+  virtual void unary_backward(math::UnaryOp op, const Tensor& x, const Tensor& y,
+                              const Tensor& dy, const Tensor& dx, double alpha) = 0;
+  /// out = op(a, b); a and b are strided views of out's shape.
+  virtual void binary(math::BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  /// out = mask != 0 ? value : x; x and mask strided views of out's shape.
+  virtual void masked_fill(const Tensor& x, const Tensor& mask, double value, const Tensor& out) = 0;
+
+  // ---- reductions ---------------------------------------------------------
+  /// x contiguous (outer, n, inner) -> out (outer, inner); for Max/Min the
+  /// position along n goes to argidx (int64, may be undefined). Ties: lower index.
+  virtual void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                      const Tensor& out, const Tensor& argidx) = 0;
+
+  // ---- linear algebra -----------------------------------------------------
+  /// Row-major C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, where
+  /// op(A) is (m, k), op(B) is (k, n); lda/ldb/ldc are row strides of the
+  /// stored matrices, stride_* the element distance between batch items.
+  virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                    const Tensor& a, int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb,
+                    int64_t stride_b, double beta, const Tensor& c, int64_t ldc, int64_t stride_c,
+                    int64_t batch) = 0;
+
+  // ---- softmax / layer norm ---------------------------------------------
+  /// Along n of contiguous (outer, n, inner).
+  virtual void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+                       bool log) = 0;
+  virtual void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer,
+                                int64_t n, int64_t inner, bool log) = 0;
+  /// Rows of n; gamma/beta (n) optional; mean/rstd (rows) written for backward.
+  virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& y, const Tensor& mean, const Tensor& rstd, int64_t rows,
+                          int64_t n, double eps) = 0;
+  /// dx (=), dgamma/dbeta (=, may be undefined).
+  virtual void layer_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy,
+                                   const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                   const Tensor& dgamma, const Tensor& dbeta, int64_t rows,
+                                   int64_t n) = 0;
+
+  // ---- indexing -----------------------------------------------------------
+  /// out(o, j, i) = x(o, index(o, j, i), i); x (outer, n, inner), index/out (outer, k, inner).
+  /// Throws on an index outside [0, n).
+  virtual void gather(const Tensor& x, const Tensor& index, const Tensor& out, int64_t outer,
+                      int64_t n, int64_t k, int64_t inner) = 0;
+  /// out(o, index(o, j, i), i) += src(o, j, i)   (accumulates into out)
+  virtual void scatter_add(const Tensor& src, const Tensor& index, const Tensor& out,
+                           int64_t outer, int64_t n, int64_t k, int64_t inner) = 0;
+  /// out(o, j, i) = x(o, index(j), i); index (k)
+  virtual void index_select(const Tensor& x, const Tensor& index, const Tensor& out,
+                            int64_t outer, int64_t n, int64_t k, int64_t inner) = 0;
+  /// out(o, index(j), i) += src(o, j, i)
+  virtual void index_add(const Tensor& src, const Tensor& index, const Tensor& out, int64_t outer,
+                         int64_t n, int64_t k, int64_t inner) = 0;
+  /// Per contiguous row of n: the k largest (or smallest), sorted, ties by lower index.
+  virtual void topk(const Tensor& x, const Tensor& values, const Tensor& indices, int64_t rows,
+                    int64_t n, int64_t k, bool largest) = 0;
+
+  // ---- random -------------------------------------------------------------
+  /// mask[i] = u(seed, stream, offset + i) >= p ? 1/(1-p) : 0 (Philox counter stream).
+  virtual void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t stream,
+                            uint64_t offset) = 0;
+
+  // ---- optimizer ----------------------------------------------------------
+  /// One fused AdamW update of contiguous p, g, m, v (engine/math/rows.h).
+  virtual void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
+                     double lr, double beta1, double beta2, double eps, double weight_decay,
+                     int64_t step) = 0;
+};
+
+/// The backend that runs tensors of this device.
+Backend& backend_for(Device d);
+void register_backend(DeviceType type, Backend* b);
+/// Global thread count for CPU loops and BLAS (default: OMP_NUM_THREADS or all cores).
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace ipsnet

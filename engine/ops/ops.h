@@ -1,0 +1,125 @@
+// The differentiable functional API. Every op checks its arguments (both
+// shapes and the op's name in the message), calls the backend of the inputs'
+// device, and, when grad mode is on and an input requires grad, records a
+// backward node that saves only what its backward needs.
+#pragma once
+#include <utility>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/tensor/tensor.h"
+
+namespace ipsnet {
+
+class Generator;
+
+namespace ops {
+
+// ---- elementwise (broadcasting) --------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor rsub(const Tensor& a, double s);  // s - a
+Tensor pow(const Tensor& a, double e);
+Tensor neg(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor reciprocal(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor clamp_min(const Tensor& x, double lo);
+/// Comparisons give 0/1 in the inputs' dtype and carry no gradient.
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+/// out = mask != 0 ? value : x, mask broadcast to x's shape (any dtype).
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+
+// ---- in place (not differentiable; error on a tensor that requires grad) ----
+void add_(const Tensor& a, const Tensor& b);  // a += b (b broadcast to a)
+void mul_(const Tensor& a, double s);         // a *= s
+
+// ---- reductions -------------------------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> shape ()
+Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim = false);
+/// Max along dim: values and int64 indices (ties: lowest index).
+std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);
+std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim = false);
+/// Max over several dims (values only).
+Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+/// Sums x down to `shape` (the reverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- linear algebra ---------------------------------------------------------
+/// (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as in numpy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+/// x (..., in) W (out, in) b (out) -> (..., out)
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- normalisation ----------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+/// Over the last dim; gamma/beta (n) optional.
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);
+
+// ---- shape and indexing -----------------------------------------------------
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+/// out[..., j, ...] = x[..., index[..., j, ...], ...] along dim. index: int64 with
+/// x's shape except along dim (expand it to get there).
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+/// self + src scattered along dim at index (same shape rules as gather).
+Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src);
+/// index: 1-D int64.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+/// k largest (or smallest) along dim, sorted; ties broken by the lower index.
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
+
+// ---- random -----------------------------------------------------------------
+/// Inverted dropout: keep with prob 1-p, scale by 1/(1-p). Identity when !training.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+
+// ---- losses (mean over the batch) -------------------------------------------
+/// logits (N, C), target int64 (N)
+Tensor cross_entropy(const Tensor& logits, const Tensor& target);
+/// log-probabilities (N, C), target int64 (N)
+Tensor nll_loss(const Tensor& logp, const Tensor& target);
+/// logits and targets of one shape; stable max(x,0) - x z + log(1 + e^-|x|)
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target);
+
+// ---- internal helpers shared by ops -----------------------------------------
+/// Throws when tensors differ in device or dtype, naming op and both.
+void check_same(const Tensor& a, const Tensor& b, const char* op);
+/// outer/inner sizes around dim.
+void dim_split(const Shape& s, int64_t dim, int64_t* outer, int64_t* n, int64_t* inner);
+
+}  // namespace ops
+
+// Operators
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, double s);
+Tensor operator-(const Tensor& a, double s);
+Tensor operator*(const Tensor& a, double s);
+Tensor operator/(const Tensor& a, double s);
+Tensor operator*(double s, const Tensor& a);
+Tensor operator-(const Tensor& a);
+
+}  // namespace ipsnet
