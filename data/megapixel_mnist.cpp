@@ -1,0 +1,741 @@
+#include "data/megapixel_mnist.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "engine/common/error.h"
+
+namespace ipsnet {
+namespace data {
+
+namespace fs = std::filesystem;
+
+// ---- options ----------------------------------------------------------------
+
+MegapixelOptions default_options(const std::string& style) {
+  MegapixelOptions o;
+  o.style = style;
+  if (style == "ats" || style == "ips") return o;
+  IPSNET_CHECK(style == "pineneedle", "--style must be ats, ips or pineneedle, got '", style, "'");
+  o.width = o.height = 3000;
+  o.n_noise = 800;
+  o.digit_size = 28;
+  o.noise_size = 28;
+  o.thickness = 1;
+  return o;
+}
+
+void validate_options(const MegapixelOptions& o) {
+  IPSNET_CHECK(o.style == "ats" || o.style == "ips" || o.style == "pineneedle",
+               "--style must be ats, ips or pineneedle, got '", o.style, "'");
+  IPSNET_CHECK(o.n_train >= 0 && o.n_test >= 0, "--n-train ", o.n_train, " and --n-test ", o.n_test,
+               " must be non-negative");
+  IPSNET_CHECK(o.n_train + o.n_test > 0, "--n-train and --n-test are both 0: nothing to generate");
+  IPSNET_CHECK(o.width >= 1 && o.height >= 1 && o.width <= kMaxCanvasSide && o.height <= kMaxCanvasSide,
+               "canvas --width ", o.width, " x --height ", o.height, " must be within 1..", kMaxCanvasSide);
+  int64_t d = o.digit_size;
+  IPSNET_CHECK(d >= 1, "--digit-size must be >= 1, got ", d);
+  IPSNET_CHECK(o.style == "pineneedle" || d == kDigitSide, "--digit-size ", d, " is only supported by --style",
+               " pineneedle; ", o.style, " uses 28x28 MNIST digits");
+  IPSNET_CHECK(d <= o.height && d <= o.width, "--digit-size ", d, " is larger than the ", o.height, "x", o.width,
+               " canvas");
+  // At most floor(H/d) * floor(W/d) axis-parallel d x d squares fit without overlap.
+  IPSNET_CHECK((o.height / d) * (o.width / d) >= kDigitsPerImage, "the ", o.height, "x", o.width,
+               " canvas cannot hold ", kDigitsPerImage, " non-overlapping ", d, "x", d,
+               " digits (at most ", (o.height / d) * (o.width / d), " fit); enlarge the canvas or shrink --digit-size");
+  IPSNET_CHECK(o.n_noise >= 0, "--n-noise must be >= 0, got ", o.n_noise);
+  if (o.style == "ats") {
+    IPSNET_CHECK(o.scale > 0 && o.scale <= 1, "--scale must be in (0, 1], got ", o.scale);
+    IPSNET_CHECK(static_cast<int64_t>(o.height * o.scale) >= 1 && static_cast<int64_t>(o.width * o.scale) >= 1,
+                 "--scale ", o.scale, " makes the ", o.height, "x", o.width, " canvas's low-res view empty");
+  }
+  if (o.noise && o.n_noise > 0) {
+    if (o.style == "pineneedle") {
+      IPSNET_CHECK(o.noise_size >= 1 && o.noise_size < o.height && o.noise_size < o.width, "--noise-size ",
+                   o.noise_size, " must be >= 1 and smaller than the ", o.height, "x", o.width, " canvas");
+      IPSNET_CHECK(o.thickness >= 1 && o.thickness <= 28, "--thickness must be in 1..28 px, got ", o.thickness);
+    } else {
+      IPSNET_CHECK(o.height > 2 * kDigitSide && o.width > 2 * kDigitSide, "noise is placed in [28, H-28) x [28, W-28)",
+                   ", so the canvas must exceed 56x56 (got ", o.height, "x", o.width, "); use --no-noise");
+    }
+  }
+  IPSNET_CHECK(o.threads >= 0 && o.threads <= 1024, "--threads must be in 0..1024, got ", o.threads);
+}
+
+// ---- noise ------------------------------------------------------------------
+
+NoiseBank make_line_noise_bank(Generator& g) {
+  const int64_t s = kDigitSide, n = kAtsBankSize;
+  std::vector<float> base(n * s * s, 0.0f);
+  for (int64_t k = 0; k < n; ++k) {
+    double slope = std::tan(g.uniform() * M_PI / 2.5);
+    double xmax = std::min(27.49, slope > 0 ? 27.49 / slope : 27.49);
+    for (int j = 0; j < 56; ++j) {
+      double x = xmax * j / 55.0;
+      double y = slope * x;
+      // numpy's round is half-to-even, as is nearbyint in the default mode.
+      int64_t r = static_cast<int64_t>(std::nearbyint(y)), c = static_cast<int64_t>(std::nearbyint(x));
+      if (r >= 0 && r < s && c >= 0 && c < s) base[k * s * s + r * s + c] = 1.0f;
+    }
+  }
+  // Union with a shuffled copy, flipped horizontally with p = 4/9 (the
+  // original flips twice with p = 1/3 along the same axis: 2 * 1/3 * 2/3).
+  std::vector<int64_t> perm = g.permutation(n);
+  NoiseBank bank;
+  bank.side = s;
+  bank.patterns.assign(n * s * s, 0.0f);
+  for (int64_t k = 0; k < n; ++k) {
+    bool flip = g.bernoulli(4.0 / 9.0);
+    const float* a = &base[k * s * s];
+    const float* b = &base[perm[k] * s * s];
+    float* dst = &bank.patterns[k * s * s];
+    for (int64_t r = 0; r < s; ++r)
+      for (int64_t c = 0; c < s; ++c) {
+        float v = std::max(a[r * s + c], b[r * s + (flip ? s - 1 - c : c)]);
+        float m = static_cast<float>(g.uniform(0.8, 1.0));
+        dst[r * s + c] = v * m;
+      }
+  }
+  return bank;
+}
+
+std::vector<std::pair<double, double>> bezier_points(const std::vector<std::pair<double, double>>& ctrl, int n_t) {
+  std::vector<std::pair<double, double>> out;
+  std::vector<std::pair<double, double>> tmp(ctrl.size());
+  for (int j = 0; j < n_t; ++j) {
+    double t = n_t > 1 ? static_cast<double>(j) / (n_t - 1) : 0.0;
+    tmp = ctrl;
+    for (size_t level = ctrl.size(); level > 1; --level)
+      for (size_t i = 0; i + 1 < level; ++i) {
+        tmp[i].first = (1 - t) * tmp[i].first + t * tmp[i + 1].first;
+        tmp[i].second = (1 - t) * tmp[i].second + t * tmp[i + 1].second;
+      }
+    out.emplace_back(std::nearbyint(tmp[0].first), std::nearbyint(tmp[0].second));
+  }
+  return out;
+}
+
+void draw_polyline(const std::vector<std::pair<double, double>>& pts, int64_t thickness, float* dst, int64_t h,
+                   int64_t w) {
+  if (pts.empty()) return;
+  const double half = thickness / 2.0;
+  const double shift = thickness % 2 == 0 ? 0.5 : 0.0;
+  auto segment = [&](double x0, double y0, double x1, double y1) {
+    x0 += shift, y0 += shift, x1 += shift, y1 += shift;
+    int64_t cmin = std::max<int64_t>(0, static_cast<int64_t>(std::floor(std::min(x0, x1) - half)));
+    int64_t cmax = std::min<int64_t>(w - 1, static_cast<int64_t>(std::ceil(std::max(x0, x1) + half)));
+    int64_t rmin = std::max<int64_t>(0, static_cast<int64_t>(std::floor(std::min(y0, y1) - half)));
+    int64_t rmax = std::min<int64_t>(h - 1, static_cast<int64_t>(std::ceil(std::max(y0, y1) + half)));
+    double dx = x1 - x0, dy = y1 - y0, len2 = dx * dx + dy * dy;
+    for (int64_t r = rmin; r <= rmax; ++r)
+      for (int64_t c = cmin; c <= cmax; ++c) {
+        double t = len2 > 0 ? std::clamp(((c - x0) * dx + (r - y0) * dy) / len2, 0.0, 1.0) : 0.0;
+        double px = x0 + t * dx - c, py = y0 + t * dy - r;
+        if (px * px + py * py < half * half) dst[r * w + c] = 1.0f;
+      }
+  };
+  if (pts.size() == 1) segment(pts[0].first, pts[0].second, pts[0].first, pts[0].second);
+  for (size_t i = 0; i + 1 < pts.size(); ++i)
+    segment(pts[i].first, pts[i].second, pts[i + 1].first, pts[i + 1].second);
+}
+
+void resize_area(const float* src, int64_t in_h, int64_t in_w, float* dst, int64_t out_h, int64_t out_w) {
+  // Separable box-coverage weights per axis.
+  auto weights = [](int64_t in, int64_t out) {
+    std::vector<std::vector<std::pair<int64_t, double>>> w(out);
+    double s = static_cast<double>(in) / out;
+    for (int64_t o = 0; o < out; ++o) {
+      double a = o * s, b = (o + 1) * s;
+      for (int64_t i = static_cast<int64_t>(std::floor(a)); i < std::min<int64_t>(in, static_cast<int64_t>(std::ceil(b))); ++i) {
+        double cover = std::min<double>(b, i + 1) - std::max<double>(a, i);
+        if (cover > 1e-12) w[o].emplace_back(i, cover / s);
+      }
+    }
+    return w;
+  };
+  auto wr = weights(in_h, out_h), wc = weights(in_w, out_w);
+  std::vector<double> tmp(in_h * out_w, 0.0);
+  for (int64_t r = 0; r < in_h; ++r)
+    for (int64_t oc = 0; oc < out_w; ++oc) {
+      double acc = 0;
+      for (auto [i, wt] : wc[oc]) acc += wt * src[r * in_w + i];
+      tmp[r * out_w + oc] = acc;
+    }
+  for (int64_t orow = 0; orow < out_h; ++orow)
+    for (int64_t oc = 0; oc < out_w; ++oc) {
+      double acc = 0;
+      for (auto [i, wt] : wr[orow]) acc += wt * tmp[i * out_w + oc];
+      dst[orow * out_w + oc] = static_cast<float>(std::clamp(acc, 0.0, 1.0));
+    }
+}
+
+NoiseBank make_bezier_noise_bank(Generator& g, int64_t n, int64_t thickness, int64_t side) {
+  const int64_t s = kDigitSide;
+  NoiseBank bank;
+  bank.side = side;
+  bank.patterns.assign(n * side * side, 0.0f);
+  std::vector<float> canvas(s * s);
+  for (int64_t k = 0; k < n; ++k) {
+    double u = g.uniform();
+    int n_ctrl = u < 3.0 / 9.0 ? 4 : (u < 8.0 / 9.0 ? 6 : 8);
+    std::vector<std::pair<double, double>> ctrl(n_ctrl);
+    for (auto& p : ctrl) {
+      p.first = static_cast<double>(g.randint(0, s));
+      p.second = static_cast<double>(g.randint(0, s));
+    }
+    std::fill(canvas.begin(), canvas.end(), 0.0f);
+    draw_polyline(bezier_points(ctrl, 100), thickness, canvas.data(), s, s);
+    float* dst = bank.patterns.data() + k * side * side;
+    if (side == s)
+      std::copy(canvas.begin(), canvas.end(), dst);
+    else
+      resize_area(canvas.data(), s, s, dst, side, side);
+  }
+  return bank;
+}
+
+std::vector<float> rescale_antialias(const float* src, int64_t side, double scale, int64_t* out_side) {
+  int64_t out = static_cast<int64_t>(std::nearbyint(side * scale));
+  *out_side = out;
+  if (out <= 0) return {};
+  double f = static_cast<double>(side) / out;  // input pixels per output pixel
+  double sigma = std::max(0.0, (f - 1.0) / 2.0);
+  auto mirror = [side](int64_t i) {  // scipy 'mirror': d c b | a b c d | c b a
+    if (side == 1) return int64_t{0};
+    int64_t period = 2 * (side - 1);
+    i = ((i % period) + period) % period;
+    return i < side ? i : period - i;
+  };
+  std::vector<double> img(src, src + side * side);
+  if (sigma > 0) {
+    int64_t radius = static_cast<int64_t>(4.0 * sigma + 0.5);
+    std::vector<double> k(2 * radius + 1);
+    double sum = 0;
+    for (int64_t i = -radius; i <= radius; ++i) sum += k[i + radius] = std::exp(-0.5 * i * i / (sigma * sigma));
+    for (auto& v : k) v /= sum;
+    std::vector<double> tmp(side * side);
+    for (int64_t r = 0; r < side; ++r)
+      for (int64_t c = 0; c < side; ++c) {
+        double acc = 0;
+        for (int64_t i = -radius; i <= radius; ++i) acc += k[i + radius] * img[r * side + mirror(c + i)];
+        tmp[r * side + c] = acc;
+      }
+    for (int64_t r = 0; r < side; ++r)
+      for (int64_t c = 0; c < side; ++c) {
+        double acc = 0;
+        for (int64_t i = -radius; i <= radius; ++i) acc += k[i + radius] * tmp[mirror(r + i) * side + c];
+        img[r * side + c] = acc;
+      }
+  }
+  std::vector<float> dst(out * out);
+  for (int64_t orow = 0; orow < out; ++orow) {
+    double y = (orow + 0.5) * f - 0.5;
+    int64_t y0 = static_cast<int64_t>(std::floor(y));
+    double fy = y - y0;
+    for (int64_t oc = 0; oc < out; ++oc) {
+      double x = (oc + 0.5) * f - 0.5;
+      int64_t x0 = static_cast<int64_t>(std::floor(x));
+      double fx = x - x0;
+      double v = (1 - fy) * ((1 - fx) * img[mirror(y0) * side + mirror(x0)] + fx * img[mirror(y0) * side + mirror(x0 + 1)]) +
+                 fy * ((1 - fx) * img[mirror(y0 + 1) * side + mirror(x0)] + fx * img[mirror(y0 + 1) * side + mirror(x0 + 1)]);
+      // Drop float dust so the sparse view stays sparse; clip like skimage.
+      v = std::clamp(v, 0.0, 1.0);
+      dst[orow * out + oc] = v < 1e-6 ? 0.0f : static_cast<float>(v);
+    }
+  }
+  return dst;
+}
+
+// ---- labels -----------------------------------------------------------------
+
+void compute_labels(ImageMeta& meta) {
+  meta.multi.fill(0);
+  int counts[10] = {};
+  int max_label = -1;
+  const DigitInfo* top = nullptr;
+  for (const auto& d : meta.digits) {
+    ++counts[d.label];
+    meta.multi[d.label] = 1;
+    max_label = std::max(max_label, d.label);
+    if (!top || d.row < top->row || (d.row == top->row && d.col < top->col)) top = &d;
+  }
+  meta.max = max_label;
+  meta.top = top ? top->label : -1;
+  meta.majority = -1;
+  for (int c = 0; c < 10; ++c)
+    if (counts[c] >= 3) meta.majority = c;
+}
+
+// ---- the split generator ----------------------------------------------------
+
+struct SplitGenerator::Workspace {
+  std::vector<float> canvas, low_canvas;
+  std::vector<float> digit_buf;  // (5, d, d)
+  std::vector<int32_t> row_count;
+  std::vector<int32_t> row_first;
+  std::vector<std::pair<int32_t, int32_t>> intervals;
+};
+
+namespace {
+struct Block {
+  int64_t r, c, side;
+  const float* px;
+};
+}  // namespace
+
+SplitGenerator::SplitGenerator(const MegapixelOptions& o, const DigitSet& digits, bool train)
+    : o_(o), digits_(digits), n_(train ? o.n_train : o.n_test), split_seed_(train ? o.seed + 1 : o.seed) {
+  for (int c = 0; c < 10; ++c)
+    IPSNET_CHECK(!digits.by_class[c].empty(), "the ", train ? "train" : "test", " digits have no example of class ",
+                 c, "; every class 0..9 is needed");
+  Generator g(split_seed_, kBankStream);
+  if (o.noise && o.n_noise > 0) {
+    if (o.style == "pineneedle")
+      bank_ = make_bezier_noise_bank(g, o.n_noise, o.thickness, o.noise_size);
+    else
+      bank_ = make_line_noise_bank(g);
+  }
+  if (o.style == "ats") {
+    lowres_h_ = static_cast<int64_t>(o.height * o.scale);
+    lowres_w_ = static_cast<int64_t>(o.width * o.scale);
+    for (int64_t k = 0; k < bank_.count(); ++k)
+      bank_low_.push_back(rescale_antialias(bank_.pattern(k), bank_.side, o.scale, &bank_low_side_));
+  }
+}
+
+SplitGenerator::~SplitGenerator() = default;
+
+std::unique_ptr<SplitGenerator::Workspace> SplitGenerator::make_workspace() const {
+  auto ws = std::make_unique<Workspace>();
+  ws->canvas.assign(o_.height * o_.width, 0.0f);
+  if (lowres_h_ > 0) ws->low_canvas.assign(lowres_h_ * lowres_w_, 0.0f);
+  ws->digit_buf.assign(kDigitsPerImage * o_.digit_size * o_.digit_size, 0.0f);
+  return ws;
+}
+
+namespace {
+// Paints blocks (full-block overwrite, clipped) in order on a zeroed canvas,
+// extracts the nonzeros of the touched area only, and zeroes it again.
+SparseImage composite(const std::vector<Block>& blocks, float* canvas, int64_t h, int64_t w,
+                      std::vector<int32_t>& row_count,
+                      std::vector<int32_t>& row_first, std::vector<std::pair<int32_t, int32_t>>& intervals) {
+  row_count.assign(h + 1, 0);
+  for (const Block& b : blocks) {
+    int64_t r0 = std::max<int64_t>(b.r, 0), r1 = std::min<int64_t>(b.r + b.side, h);
+    int64_t c0 = std::max<int64_t>(b.c, 0), c1 = std::min<int64_t>(b.c + b.side, w);
+    if (r0 >= r1 || c0 >= c1) continue;
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(canvas + r * w + c0, b.px + (r - b.r) * b.side + (c0 - b.c), sizeof(float) * (c1 - c0));
+      ++row_count[r];
+    }
+  }
+  // CSR of column intervals per row.
+  row_first.assign(h + 1, 0);
+  for (int64_t r = 0; r < h; ++r) row_first[r + 1] = row_first[r] + row_count[r];
+  intervals.resize(row_first[h]);
+  std::vector<int32_t>& fill = row_count;  // reuse as a cursor
+  for (int64_t r = 0; r < h; ++r) fill[r] = row_first[r];
+  for (const Block& b : blocks) {
+    int64_t r0 = std::max<int64_t>(b.r, 0), r1 = std::min<int64_t>(b.r + b.side, h);
+    int64_t c0 = std::max<int64_t>(b.c, 0), c1 = std::min<int64_t>(b.c + b.side, w);
+    if (r0 >= r1 || c0 >= c1) continue;
+    for (int64_t r = r0; r < r1; ++r) intervals[fill[r]++] = {static_cast<int32_t>(c0), static_cast<int32_t>(c1)};
+  }
+  SparseImage s;
+  s.height = h;
+  s.width = w;
+  s.row_counts.assign(h, 0);
+  for (int64_t r = 0; r < h; ++r) {
+    auto* a = intervals.data() + row_first[r];
+    auto* e = intervals.data() + row_first[r + 1];
+    if (a == e) continue;
+    std::sort(a, e);
+    float* row = canvas + r * w;
+    int32_t cur_end = -1;
+    uint16_t cnt = 0;
+    for (auto* it = a; it != e; ++it) {
+      int32_t start = std::max(it->first, cur_end);
+      for (int32_t c = start; c < it->second; ++c) {
+        if (row[c] != 0.0f) {
+          s.cols.push_back(static_cast<uint16_t>(c));
+          s.vals.push_back(row[c]);
+          ++cnt;
+          row[c] = 0.0f;
+        }
+      }
+      cur_end = std::max(cur_end, it->second);
+    }
+    s.row_counts[r] = cnt;
+  }
+  return s;
+}
+}  // namespace
+
+GeneratedImage SplitGenerator::generate(int64_t index, Workspace& ws) const {
+  Generator g(split_seed_, static_cast<uint64_t>(index));
+  const int64_t d = o_.digit_size, H = o_.height, W = o_.width;
+  GeneratedImage out;
+  ImageMeta& meta = out.meta;
+
+  // Digits: 3 of the target class, 2 from all other classes, with replacement.
+  int target = static_cast<int>(g.randint(10));
+  int64_t picks[kDigitsPerImage];
+  const auto& pos = digits_.by_class[target];
+  for (int k = 0; k < 3; ++k) picks[k] = pos[g.randint(pos.size())];
+  int64_t n_other = digits_.size() - static_cast<int64_t>(pos.size());
+  for (int k = 3; k < kDigitsPerImage; ++k) {
+    int64_t j = static_cast<int64_t>(g.randint(static_cast<uint64_t>(n_other)));
+    for (int c = 0; c < 10; ++c) {
+      if (c == target) continue;
+      int64_t cnt = static_cast<int64_t>(digits_.by_class[c].size());
+      if (j < cnt) {
+        picks[k] = digits_.by_class[c][j];
+        break;
+      }
+      j -= cnt;
+    }
+  }
+
+  // Positions: uniform top-left in [0, H-d] x [0, W-d], redrawn on overlap.
+  // A crowded canvas restarts the whole placement a bounded number of times.
+  const int kTries = 2000, kRestarts = 50;
+  int64_t rows[kDigitsPerImage], cols[kDigitsPerImage];
+  bool placed = false;
+  for (int restart = 0; restart < kRestarts && !placed; ++restart) {
+    placed = true;
+    for (int k = 0; k < kDigitsPerImage && placed; ++k) {
+      int tries = 0;
+      for (;; ++tries) {
+        if (tries == kTries) {
+          placed = false;
+          break;
+        }
+        rows[k] = g.randint(0, H - d + 1);
+        cols[k] = g.randint(0, W - d + 1);
+        bool overlap = false;
+        for (int j = 0; j < k && !overlap; ++j)
+          overlap = std::llabs(rows[k] - rows[j]) < d && std::llabs(cols[k] - cols[j]) < d;
+        if (!overlap) break;
+      }
+    }
+  }
+  IPSNET_CHECK(placed, "could not place ", kDigitsPerImage, " non-overlapping ", d, "x", d, " digits on the ", H, "x",
+               W, " canvas after ", kRestarts, " attempts; enlarge the canvas or shrink --digit-size");
+
+  for (int k = 0; k < kDigitsPerImage; ++k) {
+    const uint8_t* src = digits_.digit(picks[k]);
+    float* dst = ws.digit_buf.data() + k * d * d;
+    if (d == kDigitSide) {
+      for (int64_t p = 0; p < kDigitPixels; ++p) dst[p] = src[p] / 255.0f;
+    } else {
+      float tmp[kDigitPixels];
+      for (int64_t p = 0; p < kDigitPixels; ++p) tmp[p] = src[p] / 255.0f;
+      resize_area(tmp, kDigitSide, kDigitSide, dst, d, d);
+    }
+    meta.digits.push_back({rows[k], cols[k], d, digits_.labels[picks[k]]});
+  }
+
+  // Noise placements.
+  std::vector<Block> noise_blocks;
+  int64_t n_noise = bank_.count() > 0 ? o_.n_noise : 0;
+  noise_blocks.reserve(n_noise);
+  std::vector<int64_t> noise_ids(n_noise);
+  for (int64_t k = 0; k < n_noise; ++k) {
+    int64_t r, c;
+    if (o_.style == "pineneedle") {
+      r = g.randint(0, H - bank_.side);
+      c = g.randint(0, W - bank_.side);
+    } else {
+      r = g.randint(kDigitSide, H - kDigitSide);
+      c = g.randint(kDigitSide, W - kDigitSide);
+    }
+    int64_t id = static_cast<int64_t>(g.randint(static_cast<uint64_t>(bank_.count())));
+    noise_ids[k] = id;
+    noise_blocks.push_back({r, c, bank_.side, bank_.pattern(id)});
+  }
+  meta.n_noise = n_noise;
+  compute_labels(meta);
+
+  std::vector<Block> digit_blocks;
+  for (int k = 0; k < kDigitsPerImage; ++k)
+    digit_blocks.push_back({rows[k], cols[k], d, ws.digit_buf.data() + k * d * d});
+
+  std::vector<Block> order;
+  order.reserve(n_noise + kDigitsPerImage);
+  if (o_.style == "ats") {  // digits first, then noise over them
+    order.insert(order.end(), digit_blocks.begin(), digit_blocks.end());
+    order.insert(order.end(), noise_blocks.begin(), noise_blocks.end());
+  } else {  // noise first; digits never occluded
+    order.insert(order.end(), noise_blocks.begin(), noise_blocks.end());
+    order.insert(order.end(), digit_blocks.begin(), digit_blocks.end());
+  }
+  out.high = composite(order, ws.canvas.data(), H, W, ws.row_count, ws.row_first, ws.intervals);
+
+  if (o_.style == "ats") {
+    // Low-res view: every block rescaled on its own, pasted at int(pos * scale).
+    std::vector<std::vector<float>> low_digits(kDigitsPerImage);
+    int64_t low_d = 0;
+    for (int k = 0; k < kDigitsPerImage; ++k)
+      low_digits[k] = rescale_antialias(ws.digit_buf.data() + k * d * d, d, o_.scale, &low_d);
+    std::vector<Block> low;
+    auto at = [&](int64_t p) { return static_cast<int64_t>(p * o_.scale); };
+    for (int k = 0; k < kDigitsPerImage; ++k)
+      if (low_d > 0) low.push_back({at(rows[k]), at(cols[k]), low_d, low_digits[k].data()});
+    for (int64_t k = 0; k < n_noise; ++k)
+      if (bank_low_side_ > 0)
+        low.push_back({at(noise_blocks[k].r), at(noise_blocks[k].c), bank_low_side_, bank_low_[noise_ids[k]].data()});
+    out.low = composite(low, ws.low_canvas.data(), lowres_h_, lowres_w_, ws.row_count, ws.row_first, ws.intervals);
+  }
+  return out;
+}
+
+// ---- directories ------------------------------------------------------------
+
+std::string make_temp_dir(const std::string& out_dir, bool force) {
+  IPSNET_CHECK(!out_dir.empty(), "output directory must not be empty");
+  std::error_code ec;
+  fs::path out(out_dir);
+  if (fs::exists(out, ec))
+    IPSNET_CHECK(force, "output '", out_dir, "' already exists; pass --force to replace it");
+  fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  if (out.filename().empty()) parent = out.parent_path().parent_path();
+  IPSNET_CHECK(fs::is_directory(parent, ec), "cannot create output '", out_dir, "': parent directory '",
+               parent.string(), "' does not exist");
+  std::string base = out_dir;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  std::string tmpl = base + ".tmp-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  IPSNET_CHECK(::mkdtemp(buf.data()) != nullptr, "cannot create a temporary directory beside '", out_dir,
+               "' in '", parent.string(), "': ", std::strerror(errno), " (is it writable?)");
+  // mkdtemp makes the directory 0700; give the dataset the usual permissions.
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::chmod(buf.data(), 0777 & ~mask);
+  return std::string(buf.data());
+}
+
+void commit_directory(const std::string& tmp_dir, const std::string& out_dir, bool force) {
+  std::error_code ec;
+  std::string base = out_dir;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  if (fs::exists(base, ec)) {
+    IPSNET_CHECK(force, "output '", out_dir, "' appeared while generating; pass --force to replace it");
+    std::string old = base + ".old-" + std::to_string(::getpid());
+    fs::rename(base, old, ec);
+    IPSNET_CHECK(!ec, "cannot move the existing '", out_dir, "' aside: ", ec.message());
+    fs::rename(tmp_dir, base, ec);
+    if (ec) {
+      std::error_code ec2;
+      fs::rename(old, base, ec2);
+      IPSNET_FAIL("cannot rename '", tmp_dir, "' to '", out_dir, "': ", ec.message());
+    }
+    fs::remove_all(old, ec);
+    return;
+  }
+  fs::rename(tmp_dir, base, ec);
+  IPSNET_CHECK(!ec, "cannot rename '", tmp_dir, "' to '", out_dir, "': ", ec.message());
+}
+
+namespace {
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof(b), "\\u%04x", ch);
+      o += b;
+      continue;
+    }
+    o += ch;
+  }
+  return o;
+}
+}  // namespace
+
+std::string parameters_json(const MegapixelOptions& o, const std::string& digit_source_desc) {
+  std::ostringstream os;
+  char scale[32];
+  std::snprintf(scale, sizeof(scale), "%.17g", o.scale);
+  os << "{\n"
+     << "  \"format\": \"ipsnet-megapixel-mnist\",\n"
+     << "  \"format_version\": " << kDatasetVersion << ",\n"
+     << "  \"style\": \"" << o.style << "\",\n"
+     << "  \"n_train\": " << o.n_train << ",\n"
+     << "  \"n_test\": " << o.n_test << ",\n"
+     << "  \"width\": " << o.width << ",\n"
+     << "  \"height\": " << o.height << ",\n"
+     << "  \"scale\": " << scale << ",\n"
+     << "  \"noise\": " << (o.noise ? "true" : "false") << ",\n"
+     << "  \"seed\": " << o.seed << ",\n"
+     << "  \"train_seed\": " << o.seed + 1 << ",\n"
+     << "  \"test_seed\": " << o.seed << ",\n"
+     << "  \"n_noise\": " << (o.noise ? o.n_noise : 0) << ",\n"
+     << "  \"noise_size\": " << (o.style == "pineneedle" ? o.noise_size : kDigitSide) << ",\n"
+     << "  \"digit_size\": " << o.digit_size << ",\n"
+     << "  \"line\": " << o.thickness << ",\n"
+     << "  \"thickness\": " << o.thickness << ",\n"
+     << "  \"digit_source\": \"" << json_escape(digit_source_desc) << "\"\n"
+     << "}\n";
+  return os.str();
+}
+
+// ---- the parallel driver ----------------------------------------------------
+
+namespace {
+
+void write_text_file(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  IPSNET_CHECK(f, "cannot create '", path, "': ", std::strerror(errno));
+  size_t w = std::fwrite(text.data(), 1, text.size(), f);
+  int e = errno;
+  int rc = std::fclose(f);
+  IPSNET_CHECK(w == text.size() && rc == 0, "writing '", path, "' failed: ", std::strerror(w == text.size() ? errno : e),
+               " (disk full?)");
+}
+
+struct Item {
+  std::vector<uint8_t> record;
+  int64_t nnz = 0, nnz_low = 0;
+  ImageMeta meta;
+};
+
+void generate_split(const SplitGenerator& gen, DatasetWriter& writer, int threads, const std::string& split,
+                    const ProgressFn& progress) {
+  const int64_t n = gen.size();
+  const int64_t capacity = 4 * static_cast<int64_t>(threads);
+  std::mutex mu;
+  std::condition_variable cv_space, cv_ready;
+  std::map<int64_t, Item> ready;
+  int64_t written = 0;
+  int64_t next = 0;
+  bool abort = false;
+  std::exception_ptr error;
+
+  auto worker = [&]() {
+    auto ws = gen.make_workspace();
+    for (;;) {
+      int64_t i;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        if (abort || next >= n) return;
+        i = next++;
+        cv_space.wait(lk, [&] { return abort || i < written + capacity; });
+        if (abort) return;
+      }
+      Item item;
+      try {
+        GeneratedImage img = gen.generate(i, *ws);
+        item.record = encode_record(img.high, gen.has_lowres() ? &img.low : nullptr);
+        item.nnz = img.high.nnz();
+        item.nnz_low = img.low.nnz();
+        item.meta = std::move(img.meta);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu);
+        if (!error) error = std::current_exception();
+        abort = true;
+        cv_ready.notify_all();
+        cv_space.notify_all();
+        return;
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      ready.emplace(i, std::move(item));
+      cv_ready.notify_all();
+    }
+  };
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+  try {
+    for (int64_t w = 0; w < n; ++w) {
+      Item item;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv_ready.wait(lk, [&] { return abort || ready.count(w) > 0; });
+        if (abort) break;
+        auto it = ready.find(w);
+        item = std::move(it->second);
+        ready.erase(it);
+      }
+      writer.append(item.record, item.nnz, item.nnz_low, item.meta);
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        written = w + 1;
+      }
+      cv_space.notify_all();
+      if (progress) progress(split, w + 1, n);
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (!error) error = std::current_exception();
+    abort = true;
+    cv_space.notify_all();
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (error) abort = true;
+  }
+  cv_space.notify_all();
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+GenerateStats generate_dataset(const MegapixelOptions& o, const DigitSource& src, const std::string& out_dir,
+                               bool force, const ProgressFn& progress,
+                               const std::function<void(const std::string&)>& before_commit) {
+  validate_options(o);
+  auto t0 = std::chrono::steady_clock::now();
+  int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::string tmp = make_temp_dir(out_dir, force);
+  GenerateStats stats;
+  try {
+    std::string desc = src.name + " (" + src.kind + ": " + src.path + ")";
+    if (src.kind == "npm")
+      desc += "; npm split: first floor(4n/5) digits of each class train, the rest test";
+    write_text_file(tmp + "/parameters.json", parameters_json(o, desc));
+    for (bool train : {true, false}) {
+      SplitGenerator gen(o, train ? src.train : src.test, train);
+      SplitHeader h;
+      h.height = o.height;
+      h.width = o.width;
+      h.lowres_height = gen.lowres_height();
+      h.lowres_width = gen.lowres_width();
+      h.style = o.style;
+      std::string split = train ? "train" : "test";
+      DatasetWriter writer(tmp, split, h);
+      generate_split(gen, writer, threads, split, progress);
+      writer.finish();
+      stats.images += writer.count();
+      stats.bytes += writer.bytes();
+    }
+    if (before_commit) before_commit(tmp);
+    commit_directory(tmp, out_dir, force);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return stats;
+}
+
+}  // namespace data
+}  // namespace ipsnet

@@ -1,0 +1,31 @@
+// Plain (non-pickled) NumPy .npy files: enough to exchange flat arrays with
+// scripts/npy_convert.py, which handles the pickled reference layout.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ipsnet {
+namespace data {
+
+/// A loaded array: dtype descr ("<i8", "<f4", "<f8", "|u1"), shape, raw bytes (C order).
+struct NpyArray {
+  std::string descr;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+  int64_t numel() const;
+  /// Values converted to int64 / double (accepts <i8, <i4, |u1, <f4, <f8).
+  std::vector<int64_t> as_int64() const;
+  std::vector<double> as_double() const;
+};
+
+/// Writes a version-1.0 .npy file; data holds numel * itemsize bytes. Every
+/// write is checked.
+void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,
+               const void* data, size_t bytes);
+/// Reads a .npy file; throws on object arrays (pickles), Fortran order,
+/// big-endian data or a truncated file.
+NpyArray read_npy(const std::string& path);
+
+}  // namespace data
+}  // namespace ipsnet
