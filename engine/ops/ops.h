@@ -3,6 +3,7 @@
 // device, and, when grad mode is on and an input requires grad, records a
 // backward node that saves only what its backward needs.
 #pragma once
+#include <array>
 #include <utility>
 #include <vector>
 
@@ -101,6 +102,23 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target);
 Tensor nll_loss(const Tensor& logp, const Tensor& target);
 /// logits and targets of one shape; stable max(x,0) - x z + log(1 + e^-|x|)
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target);
+
+// ---- convolution, normalisation, pooling (engine/ops/conv.cpp) --------------
+// Layout NCHW, weights OIHW (as PyTorch stores them). Fast path: oneDNN on the
+// CPU (float32), cuDNN on CUDA; float64 runs the reference path (im2col + GEMM).
+using Pair = std::array<int64_t, 2>;
+/// x (N, C, H, W), weight (O, C, kh, kw), bias (O) optional -> (N, O, Ho, Wo)
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Pair stride = {1, 1},
+              Pair padding = {0, 0}, Pair dilation = {1, 1});
+/// x (N, C) or (N, C, ...). Training: batch statistics, running stats updated in
+/// place (momentum, unbiased variance), PyTorch semantics. Eval: running stats.
+/// gamma/beta (C) optional.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum, double eps);
+/// x (N, C, H, W) -> max over kernel windows (padding counts as -inf).
+Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding = {0, 0});
+/// x (N, C, H, W) -> (N, C, 1, 1) mean over H, W.
+Tensor adaptive_avg_pool2d_1x1(const Tensor& x);
 
 // ---- internal helpers shared by ops -----------------------------------------
 /// Throws when tensors differ in device or dtype, naming op and both.
