@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every system dependency of ipsnet from Debian's packages.
+# Idempotent: packages already present are skipped, and apt-get runs only when
+# something is missing. Usage: scripts/install_deps.sh [--with-torch]
+#   --with-torch  also install python3-torch (only needed to regenerate golden
+#                 fixtures and for the PyTorch comparison scripts).
+set -euo pipefail
+
+pkgs=(build-essential cmake ninja-build pkg-config git
+      libopenblas-dev libdnnl-dev libyaml-cpp-dev
+      libgtest-dev libgmock-dev libbenchmark-dev
+      libpng-dev zlib1g-dev python3 python3-numpy)
+if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install_deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install_deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Fresh machine to green tests: installs the dependencies, builds everything
+# (CUDA sources too when nvcc is present) and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+scripts/get_mnist.sh || echo "test: MNIST digits unavailable; data tests that need them will fail"
+scripts/build.sh "$@"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+ctest --test-dir "${IPSNET_BUILD_DIR:-build}" --output-on-failure -j2 --timeout 900
