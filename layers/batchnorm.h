@@ -1,0 +1,58 @@
+// BatchNorm1d / BatchNorm2d with PyTorch's parameters and buffers.
+#pragma once
+#include "layers/module.h"
+
+namespace ipsnet {
+
+struct BatchNormOptions {
+  explicit BatchNormOptions(int64_t num_features) : num_features_(num_features) {}
+  IPSNET_ARG(int64_t, num_features);
+  IPSNET_ARG(double, eps) = 1e-5;
+  IPSNET_ARG(double, momentum) = 0.1;
+  IPSNET_ARG(bool, affine) = true;
+  IPSNET_ARG(bool, track_running_stats) = true;
+  IPSNET_ARG(DType, dtype) = DType::Float32;
+};
+
+/// Shared implementation. Parameters `weight` (C) = 1, `bias` (C) = 0 (with
+/// affine); buffers `running_mean` (C) = 0, `running_var` (C) = 1 and
+/// `num_batches_tracked` (int64 scalar) = 0 (with track_running_stats).
+/// Training: batch statistics; running stats updated with `momentum`
+/// (unbiased variance) and num_batches_tracked incremented. Eval: running
+/// statistics. `freeze_stats(true)` makes the layer use and keep its running
+/// statistics even in training mode (the frozen-backbone strategy).
+class BatchNormBase : public Module {
+ public:
+  BatchNormBase(const BatchNormOptions& options, const char* type_name, int64_t expected_dim_lo,
+                int64_t expected_dim_hi);
+  /// x: (N, C) or (N, C, L) for 1d; (N, C, H, W) for 2d.
+  Tensor forward(const Tensor& x) override;
+  const BatchNormOptions& options() const { return options_; }
+  void freeze_stats(bool on) { freeze_stats_ = on; }
+  bool stats_frozen() const { return freeze_stats_; }
+
+  Tensor weight_;               // (C) or undefined
+  Tensor bias_;                 // (C) or undefined
+  Tensor running_mean_;         // (C) or undefined
+  Tensor running_var_;          // (C) or undefined
+  Tensor num_batches_tracked_;  // () int64 or undefined
+
+ private:
+  BatchNormOptions options_;
+  int64_t dim_lo_, dim_hi_;
+  bool freeze_stats_ = false;
+};
+
+/// PyTorch's nn.BatchNorm1d: x (N, C) or (N, C, L).
+class BatchNorm1d : public BatchNormBase {
+ public:
+  explicit BatchNorm1d(const BatchNormOptions& options) : BatchNormBase(options, "BatchNorm1d", 2, 3) {}
+};
+
+/// PyTorch's nn.BatchNorm2d: x (N, C, H, W).
+class BatchNorm2d : public BatchNormBase {
+ public:
+  explicit BatchNorm2d(const BatchNormOptions& options) : BatchNormBase(options, "BatchNorm2d", 4, 4) {}
+};
+
+}  // namespace ipsnet
