@@ -283,14 +283,6 @@ void compute_labels(ImageMeta& meta) {
 
 // ---- the split generator ----------------------------------------------------
 
-struct SplitGenerator::Workspace {
-  std::vector<float> canvas, low_canvas;
-  std::vector<float> digit_buf;  // (5, d, d)
-  std::vector<int32_t> row_count;
-  std::vector<int32_t> row_first;
-  std::vector<std::pair<int32_t, int32_t>> intervals;
-};
-
 namespace {
 struct Block {
   int64_t r, c, side;

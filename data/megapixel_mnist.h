@@ -107,8 +107,14 @@ class SplitGenerator {
   int64_t lowres_height() const { return lowres_h_; }
   int64_t lowres_width() const { return lowres_w_; }
 
-  /// Per-thread scratch (a reusable dense canvas).
-  struct Workspace;
+  /// Per-thread scratch: a reusable dense canvas (kept all-zero between
+  /// images) and buffers for the sparse extraction.
+  struct Workspace {
+    std::vector<float> canvas, low_canvas;  // (H, W), (lowres_h, lowres_w)
+    std::vector<float> digit_buf;           // (5, d, d)
+    std::vector<int32_t> row_count, row_first;
+    std::vector<std::pair<int32_t, int32_t>> intervals;
+  };
   std::unique_ptr<Workspace> make_workspace() const;
   GeneratedImage generate(int64_t index, Workspace& ws) const;
 
