@@ -3,7 +3,7 @@
 namespace ipsnet {
 
 Dropout::Dropout(const DropoutOptions& o, Generator* gen)
-    : Module("Dropout"), options_(o), gen_(gen), own_gen_(o.seed()) {
+    : Module("Dropout"), options_(o), gen_(gen), own_gen_(o.seed(), o.stream()) {
   IPSNET_CHECK(o.p() >= 0.0 && o.p() <= 1.0, "Dropout: p must be in [0, 1], got ", o.p());
 }
 

@@ -28,6 +28,9 @@ struct DropoutOptions {
   IPSNET_ARG(double, p);
   /// Seed of the module-owned generator (used when no generator is supplied).
   IPSNET_ARG(uint64_t, seed) = 0;
+  /// Philox stream of the module-owned generator (distinct streams keep
+  /// several dropouts with one seed independent).
+  IPSNET_ARG(uint64_t, stream) = 0;
 };
 
 /// Inverted dropout (PyTorch's nn.Dropout): in training, zero each element
