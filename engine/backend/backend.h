@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/backend/geometry.h"
 #include "engine/math/elementwise.h"
 #include "engine/tensor/tensor.h"
 
@@ -104,6 +105,99 @@ class Backend {
   virtual void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
                      double lr, double beta1, double beta2, double eps, double weight_decay,
                      int64_t step) = 0;
+
+  // ---- convolution, batch norm, pooling (engine/ops/conv.cpp) --------------
+  // NCHW activations, OIHW weights, all contiguous; geometry from
+  // engine/backend/geometry.h. Vendor libraries behind these: oneDNN on the
+  // CPU (float32; float64 runs the reference loops), cuDNN on CUDA. Outputs
+  // are written (=); parameter gradients are written too (the autograd
+  // AccumulateGrad node does the +=).
+  // Not pure: a backend that lacks them (a CUDA backend being written) still
+  // compiles and throws a clear error when one is called.
+
+  /// y = conv(x, weight) + bias. x (N, C, H, W), weight (O, C, kh, kw),
+  /// bias (O) or undefined, y (N, O, ho, wo).
+  virtual void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                              const Tensor& y, const Conv2dGeometry& g) {
+    unsupported("conv2d_forward");
+  }
+  /// dx = conv_transpose(dy, weight). dy (N, O, ho, wo), weight (O, C, kh, kw), dx (N, C, H, W).
+  virtual void conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
+                                    const Conv2dGeometry& g) {
+    unsupported("conv2d_backward_data");
+  }
+  /// dweight = sum_n dy[n] (x) x[n]; dbias = sum over (N, ho, wo) of dy (undefined: skipped).
+  /// x (N, C, H, W), dy (N, O, ho, wo), dweight (O, C, kh, kw), dbias (O).
+  virtual void conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
+                                      const Tensor& dbias, const Conv2dGeometry& g) {
+    unsupported("conv2d_backward_weight");
+  }
+
+  /// Training batch norm on x viewed as (N, C, S): per channel mean and biased
+  /// var over N*S, y = (x - mean) * rstd * gamma + beta with rstd = 1/sqrt(var + eps).
+  /// Writes save_mean, save_rstd (C). When running_mean/var (C) are defined they
+  /// are updated in place: r = (1 - momentum) r + momentum * stat, with the
+  /// unbiased variance (var * count / (count - 1)) for running_var.
+  /// gamma/beta (C) may be undefined (1 and 0).
+  virtual void batch_norm_forward_training(const Tensor& x, const Tensor& gamma,
+                                           const Tensor& beta, const Tensor& y,
+                                           const Tensor& save_mean, const Tensor& save_rstd,
+                                           const Tensor& running_mean, const Tensor& running_var,
+                                           const BatchNormGeometry& g, double momentum,
+                                           double eps) {
+    unsupported("batch_norm_forward_training");
+  }
+  /// Eval batch norm: y = (x - mean) / sqrt(var + eps) * gamma + beta with the
+  /// given (running) mean and var (C).
+  virtual void batch_norm_forward_inference(const Tensor& x, const Tensor& gamma,
+                                            const Tensor& beta, const Tensor& mean,
+                                            const Tensor& var, const Tensor& y,
+                                            const BatchNormGeometry& g, double eps) {
+    unsupported("batch_norm_forward_inference");
+  }
+  /// Backward of either forward, from the saved per-channel mean and rstd (C).
+  /// With xh = (x - mean) rstd and g = dy * gamma:
+  ///   dgamma = sum dy xh, dbeta = sum dy (undefined: skipped)
+  ///   training (batch stats):  dx = rstd (g - mean(g) - xh mean(g xh))
+  ///   stats_are_constant (eval): dx = rstd g
+  /// x may be undefined when neither dx in training mode nor dgamma is wanted.
+  /// dx may be undefined (only parameter gradients wanted).
+  virtual void batch_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy,
+                                   const Tensor& save_mean, const Tensor& save_rstd,
+                                   const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
+                                   const BatchNormGeometry& g, bool stats_are_constant,
+                                   double eps) {
+    unsupported("batch_norm_backward");
+  }
+
+  /// Max pooling; padding counts as -inf. x (N, C, H, W) -> y (N, C, ho, wo).
+  /// indices (int64, y's shape, may be undefined when no backward will run):
+  /// the argmax as h * W + w within the (n, c) plane (PyTorch's convention;
+  /// ties: first in row-major window order).
+  virtual void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices,
+                                  const Pool2dGeometry& g) {
+    unsupported("max_pool2d_forward");
+  }
+  /// dx = 0, then dx[plane, indices] += dy.
+  virtual void max_pool2d_backward(const Tensor& dy, const Tensor& indices, const Tensor& dx,
+                                   const Pool2dGeometry& g) {
+    unsupported("max_pool2d_backward");
+  }
+  /// Mean over each (n, c) plane: x (N, C, H, W) -> y (N, C).
+  virtual void avg_pool2d_global_forward(const Tensor& x, const Tensor& y, int64_t planes,
+                                         int64_t hw) {
+    unsupported("avg_pool2d_global_forward");
+  }
+  /// dx[p, i] = dy[p] / hw.
+  virtual void avg_pool2d_global_backward(const Tensor& dy, const Tensor& dx, int64_t planes,
+                                          int64_t hw) {
+    unsupported("avg_pool2d_global_backward");
+  }
+
+ protected:
+  [[noreturn]] void unsupported(const char* primitive) const {
+    IPSNET_FAIL(primitive, ": not implemented by the ", name(), " backend");
+  }
 };
 
 /// The backend that runs tensors of this device.

@@ -46,6 +46,44 @@ class CpuBackend : public Backend {
                     uint64_t offset) override;
   void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, double lr,
              double beta1, double beta2, double eps, double weight_decay, int64_t step) override;
+
+  // ---- convolution, batch norm, pooling -----------------------------------
+  // float32: oneDNN (cpu_onednn.h) unless the reference path is forced;
+  // float64: the reference loops (im2col + gemm, engine/math/conv.h, norm.h).
+  void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
+                      const Conv2dGeometry& g) override;              // cpu_conv.cpp
+  void conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
+                            const Conv2dGeometry& g) override;
+  void conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
+                              const Tensor& dbias, const Conv2dGeometry& g) override;
+  void batch_norm_forward_training(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   const Tensor& y, const Tensor& save_mean,
+                                   const Tensor& save_rstd, const Tensor& running_mean,
+                                   const Tensor& running_var, const BatchNormGeometry& g,
+                                   double momentum, double eps) override;  // cpu_norm.cpp
+  void batch_norm_forward_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                    const Tensor& mean, const Tensor& var, const Tensor& y,
+                                    const BatchNormGeometry& g, double eps) override;
+  void batch_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy,
+                           const Tensor& save_mean, const Tensor& save_rstd, const Tensor& dx,
+                           const Tensor& dgamma, const Tensor& dbeta, const BatchNormGeometry& g,
+                           bool stats_are_constant, double eps) override;
+  void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices,
+                          const Pool2dGeometry& g) override;  // cpu_pool.cpp
+  void max_pool2d_backward(const Tensor& dy, const Tensor& indices, const Tensor& dx,
+                           const Pool2dGeometry& g) override;
+  void avg_pool2d_global_forward(const Tensor& x, const Tensor& y, int64_t planes,
+                                 int64_t hw) override;
+  void avg_pool2d_global_backward(const Tensor& dy, const Tensor& dx, int64_t planes,
+                                  int64_t hw) override;
 };
+
+/// Which implementation the CPU backend uses for float32 convolution, batch
+/// norm and pooling: "onednn" (the default) or "reference" (the templated
+/// loops float64 always uses; for comparing the two). The environment
+/// variable IPSNET_CPU_CONV sets the initial choice. Throws on another name.
+void set_cpu_conv_impl(const std::string& impl);
+/// "onednn" or "reference".
+std::string cpu_conv_impl();
 
 }  // namespace ipsnet
