@@ -408,3 +408,22 @@ TEST(Megapixel, PreviewPng) {
   EXPECT_EQ(b[1], 'P');
   EXPECT_THROW(data::write_png(d / "no/such/dir.png", 2, 2, 1, std::vector<uint8_t>(4)), Error);
 }
+
+TEST(Dataset, DiskFullIsReported) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "/dev/full is not available";
+  TempDir d;
+  // The data file resolves to /dev/full: every write fails with ENOSPC.
+  std::filesystem::create_symlink("/dev/full", d / "train.ipsd");
+  data::SplitHeader h;
+  h.height = h.width = 64;
+  h.style = "ips";
+  std::string e = error_of([&] {
+    data::DatasetWriter w(d.path, "train", h);
+    std::vector<float> dense(64 * 64, 0.5f);
+    data::SparseImage s = data::SparseImage::from_dense(dense.data(), 64, 64);
+    data::ImageMeta m;
+    for (int i = 0; i < 200; ++i) w.append(data::encode_record(s, nullptr), s.nnz(), 0, m);
+    w.finish();
+  });
+  EXPECT_NE(e.find("disk full"), std::string::npos) << e;
+}
