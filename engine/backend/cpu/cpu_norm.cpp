@@ -218,7 +218,16 @@ void bn_backward_onednn(const Tensor& x, const Tensor& gamma, const Tensor& dy,
   }
   // oneDNN writes every output it was built for; unwanted ones go to scratch.
   Tensor dxx = dx.defined() ? dx : Tensor::empty({g.n, g.c, g.s}, DType::Float32);
-  Tensor dg = scale ? (dgamma.defined() ? dgamma : Tensor::empty({g.c}, DType::Float32)) : Tensor();
+  // With either flag oneDNN 2.6 writes both diff_scale and diff_shift.
+  auto out_or_scratch = [&](const Tensor& t) {
+    return t.defined() ? t : Tensor::empty({g.c}, DType::Float32);
+  };
+  Tensor dg = (scale || shift) ? out_or_scratch(dgamma) : Tensor();
+  Tensor db = (scale || shift) ? out_or_scratch(dbeta) : Tensor();
+  // ... and expects both scale and shift memories (shift is not read). Kept
+  // alive here: oneDNN memories only borrow the pointers.
+  Tensor sc = scale ? gamma : ((scale || shift) ? Tensor::ones({g.c}, DType::Float32) : Tensor());
+  Tensor sh = (scale || shift) ? Tensor::zeros({g.c}, DType::Float32) : Tensor();
   try {
     auto e = cpu::onednn_cached<BnBwd>(str_cat("bn_bwd ", geom_str(g), scale, shift, " eps ", eps), [&] {
       dnnl::batch_normalization_forward::desc fd(dnnl::prop_kind::forward_training, data_md(g),
@@ -235,11 +244,12 @@ void bn_backward_onednn(const Tensor& x, const Tensor& gamma, const Tensor& dy,
                                          {DNNL_ARG_MEAN, cpu::wrap(save_mean, {g.c}, tag::x)},
                                          {DNNL_ARG_VARIANCE, cpu::wrap(var, {g.c}, tag::x)},
                                          {DNNL_ARG_DIFF_SRC, cpu::wrap(dxx, data_dims(g), tag::nchw)}};
-    if (scale) {
-      args.emplace(DNNL_ARG_SCALE, cpu::wrap(gamma, {g.c}, tag::x));
+    if (scale || shift) {
+      args.emplace(DNNL_ARG_SCALE, cpu::wrap(sc, {g.c}, tag::x));
+      args.emplace(DNNL_ARG_SHIFT, cpu::wrap(sh, {g.c}, tag::x));
       args.emplace(DNNL_ARG_DIFF_SCALE, cpu::wrap(dg, {g.c}, tag::x));
+      args.emplace(DNNL_ARG_DIFF_SHIFT, cpu::wrap(db, {g.c}, tag::x));
     }
-    if (shift) args.emplace(DNNL_ARG_DIFF_SHIFT, cpu::wrap(dbeta, {g.c}, tag::x));
     cpu::onednn_run(e->prim, args);
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("batch_norm_backward", geom_str(g), err);
