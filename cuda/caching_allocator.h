@@ -1,0 +1,75 @@
+// The caching allocator behind every CUDA tensor and library workspace.
+//
+// Blocks are rounded up to size classes (512 B minimum, then four classes per
+// power of two, so a block wastes at most 25%) and returned to per-class free
+// lists on deallocate instead of to the driver: the IPS loop allocates the
+// same shapes every iteration, so after the first one nearly every request is
+// a cache hit. All work on a device runs on that device's one stream, so a
+// block freed on the host may be handed out again at once (stream order makes
+// the reuse safe).
+//
+// On out-of-memory the cache is emptied and the request retried once; a second
+// failure throws ipsnet::Error with the statistics.
+//
+// This header includes no CUDA header: the system memory is behind the
+// SystemMemory interface (cudaMalloc/cudaFree in cuda_allocator.cpp), so the
+// bookkeeping is tested on machines without a GPU (tests/cuda).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/memory/allocator.h"
+
+namespace ipsnet {
+namespace cuda {
+
+/// Where the caching allocator gets its memory from.
+class SystemMemory {
+ public:
+  virtual ~SystemMemory() = default;
+  /// nbytes > 0; returns nullptr when out of memory (other failures throw).
+  virtual void* raw_alloc(size_t nbytes) = 0;
+  virtual void raw_free(void* ptr, size_t nbytes) = 0;
+  /// A few words for the out-of-memory message ("free 1.2 GiB of 80 GiB").
+  virtual std::string describe() const { return ""; }
+};
+
+class CachingAllocator : public Allocator {
+ public:
+  CachingAllocator(Device device, std::unique_ptr<SystemMemory> system);
+  ~CachingAllocator() override;
+
+  void* allocate(size_t nbytes) override;
+  void deallocate(void* ptr, size_t nbytes) override;
+  Device device() const override { return device_; }
+  /// Returns every cached block to the system.
+  void empty_cache() override;
+
+  /// Bytes held in the free lists (reserved but not allocated).
+  size_t cached_bytes() const;
+  /// Number of blocks in the free lists.
+  size_t cached_blocks() const;
+
+  /// The size class of a request: >= nbytes, >= 512, at most 25% larger.
+  static size_t size_class(size_t nbytes);
+
+ private:
+  void* allocate_locked(size_t cls);
+  size_t release_all_locked();
+
+  Device device_;
+  std::unique_ptr<SystemMemory> system_;
+  mutable std::mutex mu_;
+  std::multimap<size_t, void*> free_;           // class size -> cached block
+  std::unordered_map<void*, size_t> live_;      // block -> class size
+  size_t cached_bytes_ = 0;
+};
+
+}  // namespace cuda
+}  // namespace ipsnet

@@ -1,0 +1,69 @@
+// GEMM through cuBLAS (cublasGemmStridedBatchedEx), row-major on top of the
+// column-major library: C = op(A) op(B) row-major is C^T = op(B)^T op(A)^T
+// column-major, so the operands are passed swapped with m and n exchanged and
+// the stored matrices read as their transposes without moving data.
+// Accumulate rule: C = alpha op(A) op(B) + beta C (beta == 0 overwrites).
+#include <limits>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/kernels/kernels.h"
+#include "engine/backend/device_select.h"
+
+namespace ipsnet {
+namespace cuda {
+
+namespace {
+int to_int(int64_t v, const char* what) {
+  IPSNET_CHECK(v >= 0 && v <= std::numeric_limits<int>::max(), "gemm: ", what, " = ", v,
+               " does not fit cuBLAS's int");
+  return static_cast<int>(v);
+}
+
+/// Leading dimension of a row-major stored matrix (rows x cols) for cuBLAS:
+/// at least cols; a single-row matrix never reads it, so it is raised.
+int64_t fix_ld(int64_t ld, int64_t rows, int64_t cols) {
+  const int64_t need = cols > 1 ? cols : 1;
+  if (ld < need && rows <= 1) return need;
+  return ld;
+}
+}  // namespace
+
+void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                       const Tensor& a, int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb,
+                       int64_t stride_b, double beta, const Tensor& c, int64_t ldc, int64_t stride_c,
+                       int64_t batch) {
+  const int dev = common_device("gemm", {&a, &b, &c});
+  require_float32("gemm", a);
+  require_float32("gemm", b);
+  require_float32("gemm", c);
+  if (m == 0 || n == 0 || batch == 0) return;
+  DeviceGuard guard(dev);
+  CudaContext& ctx = context(dev);
+  if (k == 0) {
+    // cuBLAS may return without touching C when k == 0; C = beta C explicitly.
+    scale_matrix_cuda(ctx, c.data<float>(), batch, m, n, ldc, stride_c, static_cast<float>(beta));
+    return;
+  }
+  lda = fix_ld(lda, trans_a ? k : m, trans_a ? m : k);
+  ldb = fix_ld(ldb, trans_b ? n : k, trans_b ? k : n);
+  ldc = fix_ld(ldc, m, n);
+  IPSNET_CHECK(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n, "gemm: leading dimensions lda ",
+               lda, ", ldb ", ldb, ", ldc ", ldc, " too small for m ", m, ", n ", n, ", k ", k,
+               trans_a ? " (A transposed)" : "", trans_b ? " (B transposed)" : "");
+  const int cm = to_int(n, "n"), cn = to_int(m, "m"), ck = to_int(k, "k");
+  const int clda = to_int(ldb, "ldb"), cldb = to_int(lda, "lda"), cldc = to_int(ldc, "ldc");
+  const int cbatch = to_int(batch, "batch");
+  const float falpha = static_cast<float>(alpha), fbeta = static_cast<float>(beta);
+  // TF32 only when the user allowed it (off by default: FP32 results match the CPU).
+  const cublasComputeType_t compute =
+      backend_options().allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  // Column-major call: C^T (n x m) = op(B)^T (n x k) * op(A)^T (k x m).
+  IPSNET_CUDA_CHECK(cublasGemmStridedBatchedEx(
+      ctx.cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, cm, cn, ck, &falpha,
+      b.data<float>(), CUDA_R_32F, clda, static_cast<long long>(stride_b), a.data<float>(), CUDA_R_32F, cldb,
+      static_cast<long long>(stride_a), &fbeta, c.data<float>(), CUDA_R_32F, cldc, static_cast<long long>(stride_c),
+      cbatch, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace cuda
+}  // namespace ipsnet

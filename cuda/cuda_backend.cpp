@@ -1,0 +1,299 @@
+// CUDA backend: host side of every primitive. Checks devices and dtypes, lays
+// out strided operands, and calls the launchers of kernels/*.cu on the
+// device's stream. Accumulate rule as the interface: outputs are written (=)
+// except scatter_add / index_add (+=) and gemm with beta != 0.
+#include "cuda/cuda_backend.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "cuda/kernels/kernels.h"
+#include "engine/backend/cpu/strided.h"
+
+namespace ipsnet {
+namespace cuda {
+
+CudaBackend& cuda_backend() {
+  static CudaBackend* b = new CudaBackend();  // never destroyed: used by tensors at exit
+  return *b;
+}
+
+int common_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  int dev = -1;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    IPSNET_CHECK(t->device().is_cuda(), op, ": expected CUDA tensors, got one on ", t->device().str());
+    if (dev < 0) dev = t->device().index;
+    IPSNET_CHECK(t->device().index == dev, op, ": tensors on cuda:", dev, " and ", t->device().str());
+  }
+  IPSNET_CHECK(dev >= 0, op, ": no CUDA tensor given");
+  return dev;
+}
+
+void require_float32(const char* op, const Tensor& t) {
+  if (!t.defined()) return;
+  IPSNET_CHECK(t.dtype() == DType::Float32, op, ": the CUDA backend computes in float32, got ",
+               dtype_name(t.dtype()), " (float64 math is CPU-only)");
+}
+
+namespace {
+
+template <int K>
+StridedGeom<K> make_geom(const char* op, const Shape& shape, const std::array<const Shape*, K>& strides) {
+  cpu::StridedPlan<K> p = cpu::make_plan<K>(shape, strides);
+  IPSNET_CHECK(p.shape.size() <= static_cast<size_t>(kMaxDims), op, ": ", p.shape.size(),
+               " non-mergeable dimensions; the CUDA kernels take at most ", kMaxDims);
+  StridedGeom<K> g;
+  g.nd = static_cast<int>(p.shape.size());
+  for (size_t d = 0; d < p.shape.size(); ++d) {
+    g.shape[d] = p.shape[d];
+    for (int k = 0; k < K; ++k) g.stride[k][d] = p.stride[d][static_cast<size_t>(k)];
+  }
+  return g;
+}
+
+template <typename T>
+const T* cptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <typename T>
+T* mptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+
+struct Scope {
+  DeviceGuard guard;
+  CudaContext& ctx;
+  explicit Scope(int dev) : guard(dev), ctx(context(dev)) {}
+};
+
+}  // namespace
+
+void CudaBackend::synchronize() {
+  const int n = device_count();
+  for (int d = 0; d < n; ++d) cuda::synchronize(d);
+}
+
+// ---- memory -------------------------------------------------------------------------
+
+void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
+  Scope s(common_device("copy", {&src, &dst}));
+  const bool contiguous = src.is_contiguous() && dst.is_contiguous();
+  StridedGeom<2> g;
+  if (!contiguous) g = make_geom<2>("copy", dst.shape(), {&src.strides(), &dst.strides()});
+  copy_cuda(s.ctx, src.dtype(), src.raw_data(), dst.dtype(), dst.raw_data(), g, dst.numel(), contiguous);
+}
+
+void CudaBackend::copy_across(const Tensor& src, const Tensor& dst) {
+  IPSNET_CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel() && src.is_contiguous() &&
+                   dst.is_contiguous(),
+               "copy_across: expects contiguous tensors of one dtype and size, got ", dtype_name(src.dtype()),
+               " ", shape_str(src.shape()), " and ", dtype_name(dst.dtype()), " ", shape_str(dst.shape()));
+  const size_t nbytes = src.nbytes();
+  if (nbytes == 0) return;
+  const Device sd = src.device(), dd = dst.device();
+  if (sd.is_cpu() && dd.is_cpu()) {
+    std::memcpy(dst.raw_data(), src.raw_data(), nbytes);
+    return;
+  }
+  if (sd.is_cuda() && dd.is_cuda()) {
+    if (sd.index == dd.index) {
+      copy(src, dst);
+      return;
+    }
+    // Between devices: order after the source's queued work, then the peer copy
+    // on the destination's stream, then wait (the source may be freed next).
+    cuda::synchronize(sd.index);
+    Scope s(dd.index);
+    IPSNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw_data(), dd.index, src.raw_data(), sd.index, nbytes, s.ctx.stream));
+    IPSNET_CUDA_CHECK(cudaStreamSynchronize(s.ctx.stream));
+    return;
+  }
+  const bool to_device = dd.is_cuda();
+  Scope s(to_device ? dd.index : sd.index);
+  CudaContext& ctx = s.ctx;
+  char* host = static_cast<char*>(to_device ? src.raw_data() : dst.raw_data());
+  char* dev = static_cast<char*>(to_device ? dst.raw_data() : src.raw_data());
+
+  // Host memory that is already page-locked (e.g. lazy-mode patch buffers) is copied directly.
+  cudaPointerAttributes attr;
+  if (cudaPointerGetAttributes(&attr, host) == cudaSuccess && attr.type == cudaMemoryTypeHost) {
+    IPSNET_CUDA_CHECK(cudaMemcpyAsync(to_device ? dev : host, to_device ? host : dev, nbytes,
+                                      to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, ctx.stream));
+    // Synchronous for the caller: the host buffer may be reused as soon as we return.
+    IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    return;
+  }
+  (void)cudaGetLastError();
+
+  // Pageable memory goes through the two pinned staging buffers: while the DMA
+  // engine moves one chunk, the host copies the next into the other buffer.
+  std::lock_guard<std::mutex> lock(ctx.transfer_mu);
+  const size_t chunk = CudaContext::kStagingBytes;
+  if (to_device) {
+    int b = 0;
+    for (size_t off = 0; off < nbytes; off += chunk, b ^= 1) {
+      const size_t len = std::min(chunk, nbytes - off);
+      IPSNET_CUDA_CHECK(cudaEventSynchronize(ctx.staging_done[b]));  // buffer b free again
+      std::memcpy(ctx.staging[b].data(), host + off, len);
+      IPSNET_CUDA_CHECK(cudaMemcpyAsync(dev + off, ctx.staging[b].data(), len, cudaMemcpyHostToDevice, ctx.stream));
+      IPSNET_CUDA_CHECK(cudaEventRecord(ctx.staging_done[b], ctx.stream));
+    }
+    // No wait here: the source is already in staging memory, and later work on
+    // the stream is ordered after the copies.
+  } else {
+    size_t pending_off = 0, pending_len = 0;
+    int pending_b = -1, b = 0;
+    for (size_t off = 0; off < nbytes; off += chunk, b ^= 1) {
+      const size_t len = std::min(chunk, nbytes - off);
+      IPSNET_CUDA_CHECK(cudaMemcpyAsync(ctx.staging[b].data(), dev + off, len, cudaMemcpyDeviceToHost, ctx.stream));
+      IPSNET_CUDA_CHECK(cudaEventRecord(ctx.staging_done[b], ctx.stream));
+      if (pending_b >= 0) {
+        IPSNET_CUDA_CHECK(cudaEventSynchronize(ctx.staging_done[pending_b]));
+        std::memcpy(host + pending_off, ctx.staging[pending_b].data(), pending_len);
+      }
+      pending_b = b;
+      pending_off = off;
+      pending_len = len;
+    }
+    IPSNET_CUDA_CHECK(cudaEventSynchronize(ctx.staging_done[pending_b]));
+    std::memcpy(host + pending_off, ctx.staging[pending_b].data(), pending_len);
+  }
+}
+
+void CudaBackend::fill(const Tensor& dst, double value) {
+  Scope s(common_device("fill", {&dst}));
+  const bool contiguous = dst.is_contiguous();
+  StridedGeom<1> g;
+  if (!contiguous) g = make_geom<1>("fill", dst.shape(), {&dst.strides()});
+  fill_cuda(s.ctx, dst.dtype(), dst.raw_data(), value, g, dst.numel(), contiguous);
+}
+
+// ---- elementwise ----------------------------------------------------------------------
+
+void CudaBackend::unary(math::UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+  Scope s(common_device("unary", {&x, &y}));
+  require_float32("unary", x);
+  require_float32("unary", y);
+  unary_cuda(s.ctx, op, x.data<float>(), y.data<float>(), x.numel(), static_cast<float>(alpha));
+}
+
+void CudaBackend::unary_backward(math::UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                 const Tensor& dx, double alpha) {
+  Scope s(common_device("unary_backward", {&x, &y, &dy, &dx}));
+  for (const Tensor* t : {&x, &y, &dy, &dx}) require_float32("unary_backward", *t);
+  unary_backward_cuda(s.ctx, op, cptr<float>(x), cptr<float>(y), dy.data<float>(), dx.data<float>(), dy.numel(),
+                      static_cast<float>(alpha));
+}
+
+void CudaBackend::binary(math::BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  Scope s(common_device("binary", {&a, &b, &out}));
+  IPSNET_CHECK(a.dtype() == out.dtype() && b.dtype() == out.dtype(), "binary: dtypes ", dtype_name(a.dtype()),
+               ", ", dtype_name(b.dtype()), " -> ", dtype_name(out.dtype()), " differ");
+  const bool contiguous = a.is_contiguous() && b.is_contiguous() && out.is_contiguous();
+  StridedGeom<3> g;
+  if (!contiguous) g = make_geom<3>("binary", out.shape(), {&a.strides(), &b.strides(), &out.strides()});
+  binary_cuda(s.ctx, op, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), g, out.numel(), contiguous);
+}
+
+void CudaBackend::masked_fill(const Tensor& x, const Tensor& mask, double value, const Tensor& out) {
+  Scope s(common_device("masked_fill", {&x, &mask, &out}));
+  StridedGeom<3> g = make_geom<3>("masked_fill", out.shape(), {&x.strides(), &mask.strides(), &out.strides()});
+  masked_fill_cuda(s.ctx, out.dtype(), x.raw_data(), mask.dtype(), mask.raw_data(), value, out.raw_data(), g,
+                   out.numel());
+}
+
+// ---- reductions ----------------------------------------------------------------------------
+
+void CudaBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out,
+                         const Tensor& argidx) {
+  Scope s(common_device("reduce", {&x, &out, &argidx}));
+  reduce_cuda(s.ctx, op, x.dtype(), x.raw_data(), outer, n, inner, out.raw_data(), mptr<int64_t>(argidx));
+}
+
+// ---- softmax / layer norm --------------------------------------------------------------------
+
+void CudaBackend::softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner, bool log) {
+  Scope s(common_device("softmax", {&x, &y}));
+  require_float32("softmax", x);
+  softmax_cuda(s.ctx, x.data<float>(), y.data<float>(), outer, n, inner, log);
+}
+
+void CudaBackend::softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer, int64_t n,
+                                   int64_t inner, bool log) {
+  Scope s(common_device("softmax_backward", {&y, &dy, &dx}));
+  require_float32("softmax_backward", y);
+  softmax_backward_cuda(s.ctx, y.data<float>(), dy.data<float>(), dx.data<float>(), outer, n, inner, log);
+}
+
+void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t n, double eps) {
+  Scope s(common_device("layer_norm", {&x, &gamma, &beta, &y, &mean, &rstd}));
+  require_float32("layer_norm", x);
+  layer_norm_cuda(s.ctx, x.data<float>(), cptr<float>(gamma), cptr<float>(beta), y.data<float>(),
+                  mean.data<float>(), rstd.data<float>(), rows, n, static_cast<float>(eps));
+}
+
+void CudaBackend::layer_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, const Tensor& mean,
+                                      const Tensor& rstd, const Tensor& dx, const Tensor& dgamma,
+                                      const Tensor& dbeta, int64_t rows, int64_t n) {
+  Scope s(common_device("layer_norm_backward", {&x, &gamma, &dy, &mean, &rstd, &dx, &dgamma, &dbeta}));
+  require_float32("layer_norm_backward", x);
+  layer_norm_backward_cuda(s.ctx, x.data<float>(), cptr<float>(gamma), dy.data<float>(), mean.data<float>(),
+                           rstd.data<float>(), dx.data<float>(), mptr<float>(dgamma), mptr<float>(dbeta), rows, n);
+}
+
+// ---- indexing -------------------------------------------------------------------------------------
+
+void CudaBackend::gather(const Tensor& x, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
+                         int64_t k, int64_t inner) {
+  Scope s(common_device("gather", {&x, &index, &out}));
+  check_indices_cuda(s.ctx, index.data<int64_t>(), outer * k * inner, n, "gather");
+  gather_cuda(s.ctx, x.dtype(), x.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
+}
+
+void CudaBackend::scatter_add(const Tensor& src, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
+                              int64_t k, int64_t inner) {
+  Scope s(common_device("scatter_add", {&src, &index, &out}));
+  check_indices_cuda(s.ctx, index.data<int64_t>(), outer * k * inner, n, "scatter_add");
+  scatter_add_cuda(s.ctx, src.dtype(), src.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
+}
+
+void CudaBackend::index_select(const Tensor& x, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+  Scope s(common_device("index_select", {&x, &index, &out}));
+  check_indices_cuda(s.ctx, index.data<int64_t>(), k, n, "index_select");
+  index_select_cuda(s.ctx, x.dtype(), x.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
+}
+
+void CudaBackend::index_add(const Tensor& src, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
+                            int64_t k, int64_t inner) {
+  Scope s(common_device("index_add", {&src, &index, &out}));
+  check_indices_cuda(s.ctx, index.data<int64_t>(), k, n, "index_add");
+  index_add_cuda(s.ctx, src.dtype(), src.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
+}
+
+void CudaBackend::topk(const Tensor& x, const Tensor& values, const Tensor& indices, int64_t rows, int64_t n,
+                       int64_t k, bool largest) {
+  Scope s(common_device("topk", {&x, &values, &indices}));
+  topk_cuda(s.ctx, x.dtype(), x.raw_data(), values.raw_data(), indices.data<int64_t>(), rows, n, k, largest);
+}
+
+// ---- random / optimizer -----------------------------------------------------------------------------
+
+void CudaBackend::dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t stream, uint64_t offset) {
+  Scope s(common_device("dropout_mask", {&mask}));
+  require_float32("dropout_mask", mask);
+  dropout_mask_cuda(s.ctx, mask.data<float>(), mask.numel(), static_cast<float>(p), seed, stream, offset);
+}
+
+void CudaBackend::adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, double lr,
+                        double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  Scope s(common_device("adamw", {&p, &g, &m, &v}));
+  for (const Tensor* t : {&p, &g, &m, &v}) require_float32("adamw", *t);
+  // Bias corrections exactly as the CPU backend computes them.
+  const float c1 = static_cast<float>(1.0 - std::pow(beta1, static_cast<double>(step)));
+  const float c2 = static_cast<float>(1.0 - std::pow(beta2, static_cast<double>(step)));
+  adamw_cuda(s.ctx, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), p.numel(),
+             static_cast<float>(lr), static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(eps),
+             static_cast<float>(weight_decay), c1, c2);
+}
+
+}  // namespace cuda
+}  // namespace ipsnet

@@ -1,0 +1,95 @@
+// Launchers of the CUDA kernels (kernels/*.cu). Each takes raw device pointers,
+// the sizes, and the device context (its stream), launches, and follows the
+// launch with IPSNET_LAUNCH_CHECK naming the kernel. The element and row math
+// are the bodies in engine/math, shared with the CPU backend.
+//
+// Accumulate rule: every launcher writes (=) its outputs except scatter_add,
+// index_add (+=, atomics) and gemm with beta != 0.
+#pragma once
+#include <cstdint>
+
+#include "cuda/context.h"
+#include "engine/backend/backend.h"
+#include "engine/math/elementwise.h"
+#include "engine/tensor/dtype.h"
+
+namespace ipsnet {
+namespace cuda {
+
+constexpr int kMaxDims = 8;
+
+/// K operands sharing one (coalesced) shape, innermost dim last; strides in elements.
+template <int K>
+struct StridedGeom {
+  int nd = 1;
+  int64_t shape[kMaxDims] = {1};
+  int64_t stride[K][kMaxDims] = {};
+};
+
+// ---- elementwise.cu --------------------------------------------------------
+/// dst = src (dtype conversion allowed); n = numel.
+void copy_cuda(CudaContext& ctx, DType src_t, const void* src, DType dst_t, void* dst,
+               const StridedGeom<2>& g, int64_t n, bool contiguous);
+void fill_cuda(CudaContext& ctx, DType t, void* dst, double value, const StridedGeom<1>& g,
+               int64_t n, bool contiguous);
+/// x, y: (n)
+void unary_cuda(CudaContext& ctx, math::UnaryOp op, const float* x, float* y, int64_t n, float alpha);
+/// x, y, dy, dx: (n); x or y may be null when the op does not read it.
+void unary_backward_cuda(CudaContext& ctx, math::UnaryOp op, const float* x, const float* y,
+                         const float* dy, float* dx, int64_t n, float alpha);
+/// a, b strided views of out's shape; t: float32 or int64.
+void binary_cuda(CudaContext& ctx, math::BinaryOp op, DType t, const void* a, const void* b,
+                 void* out, const StridedGeom<3>& g, int64_t n, bool contiguous);
+void masked_fill_cuda(CudaContext& ctx, DType t, const void* x, DType mask_t, const void* mask,
+                      double value, void* out, const StridedGeom<3>& g, int64_t n);
+/// mask: (n), draw i = philox_u32(seed, stream, offset + i).
+void dropout_mask_cuda(CudaContext& ctx, float* mask, int64_t n, float p, uint64_t seed,
+                       uint64_t stream, uint64_t offset);
+/// p, g, m, v: (n); c1 = 1 - beta1^t, c2 = 1 - beta2^t.
+void adamw_cuda(CudaContext& ctx, float* p, const float* g, float* m, float* v, int64_t n,
+                float lr, float beta1, float beta2, float eps, float weight_decay, float c1, float c2);
+/// C[b] (m, n) with row stride ldc: C = beta C (beta == 0 writes zeros).
+void scale_matrix_cuda(CudaContext& ctx, float* c, int64_t batch, int64_t m, int64_t n,
+                       int64_t ldc, int64_t stride_c, float beta);
+
+// ---- reduce.cu ---------------------------------------------------------------
+/// x (outer, n, inner) -> out (outer, inner); argidx (outer, inner) or null.
+void reduce_cuda(CudaContext& ctx, ReduceOp op, DType t, const void* x, int64_t outer, int64_t n,
+                 int64_t inner, void* out, int64_t* argidx);
+/// x, y: (outer, n, inner), along n.
+void softmax_cuda(CudaContext& ctx, const float* x, float* y, int64_t outer, int64_t n,
+                  int64_t inner, bool log);
+void softmax_backward_cuda(CudaContext& ctx, const float* y, const float* dy, float* dx,
+                           int64_t outer, int64_t n, int64_t inner, bool log);
+/// x, y: (rows, n); gamma, beta: (n) or null; mean, rstd: (rows).
+void layer_norm_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* beta,
+                     float* y, float* mean, float* rstd, int64_t rows, int64_t n, float eps);
+/// dx (rows, n) =; dgamma, dbeta (n) = (null: skipped).
+void layer_norm_backward_cuda(CudaContext& ctx, const float* x, const float* gamma,
+                              const float* dy, const float* mean, const float* rstd, float* dx,
+                              float* dgamma, float* dbeta, int64_t rows, int64_t n);
+
+// ---- index.cu ------------------------------------------------------------------
+/// Throws naming `op` when any of idx[0..count) is outside [0, n) (synchronises).
+void check_indices_cuda(CudaContext& ctx, const int64_t* idx, int64_t count, int64_t n,
+                        const char* op);
+/// x (outer, n, inner), index/out (outer, k, inner).
+void gather_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* index, void* out,
+                 int64_t outer, int64_t n, int64_t k, int64_t inner);
+void scatter_add_cuda(CudaContext& ctx, DType t, const void* src, const int64_t* index, void* out,
+                      int64_t outer, int64_t n, int64_t k, int64_t inner);
+/// index (k)
+void index_select_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* index, void* out,
+                       int64_t outer, int64_t n, int64_t k, int64_t inner);
+void index_add_cuda(CudaContext& ctx, DType t, const void* src, const int64_t* index, void* out,
+                    int64_t outer, int64_t n, int64_t k, int64_t inner);
+/// x (rows, n) -> values, indices (rows, k), sorted; ties by lower index, NaN largest.
+void topk_cuda(CudaContext& ctx, DType t, const void* x, void* values, int64_t* indices,
+               int64_t rows, int64_t n, int64_t k, bool largest);
+/// image (B, C, H, W) -> out (B, K, C, ph, pw) at patch ids index (B, K).
+void cut_patches_cuda(CudaContext& ctx, DType t, const void* image, const int64_t* index, void* out,
+                      int64_t b, int64_t c, int64_t h, int64_t w, int64_t k, int64_t ph,
+                      int64_t pw, int64_t sh, int64_t sw);
+
+}  // namespace cuda
+}  // namespace ipsnet
