@@ -6,5 +6,6 @@
 #include "engine/common/error.h"
 #include "engine/memory/allocator.h"
 #include "engine/ops/ops.h"
+#include "engine/optim/optim.h"
 #include "engine/random/generator.h"
 #include "engine/tensor/tensor.h"

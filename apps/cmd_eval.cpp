@@ -1,0 +1,43 @@
+// `ipsnet eval`: per-task metrics of a checkpoint on a dataset, and a predictions CSV.
+#include <cstdio>
+
+#include "apps/args.h"
+#include "apps/command.h"
+#include "train/trainer.h"
+
+namespace ipsnet {
+namespace app {
+namespace {
+
+int run_eval(const std::vector<std::string>& args) {
+  ArgParser p("eval", "Evaluate a checkpoint: per-task metrics and a predictions CSV.");
+  p.add_option("checkpoint", "", "checkpoint written by `ipsnet train` (RUN_DIR/checkpoint_best.safetensors)");
+  p.add_option("data", "", "dataset directory (default: the one the checkpoint was trained on)");
+  p.add_option("split", "test", "test | train");
+  p.add_option("device", "", "auto | cpu | cuda[:N]");
+  p.add_option("predictions", "", "write per-image predictions here (CSV: image, per task the prediction and "
+                                   "probabilities, the selected patch indices)");
+  p.add_option("max-images", "0", "evaluate only the first n images (0 = all)");
+  p.add_flag("quiet", "no progress bar");
+  if (!p.parse(args)) return 0;
+  IPSNET_CHECK(p.is_set("checkpoint"), "eval: --checkpoint is required");
+  std::string split = p.get_string("split");
+  IPSNET_CHECK(split == "test" || split == "train", "eval: --split must be test or train, got '", split, "'");
+  auto t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), p.get_string("data"), p.get_string("device"),
+                                           p.get_flag("quiet"), p.get_int64("max-images"));
+  train::EvalResult r = t->evaluate(split, p.get_string("predictions"));
+  std::printf("split %s, %lld images, %.1f s\n", split.c_str(), static_cast<long long>(r.images), r.seconds);
+  for (const auto& tc : t->config().tasks) {
+    const auto& tr = r.tasks.at(tc.name);
+    std::printf("  %-10s loss %.4f  %s %.4f\n", tc.name.c_str(), tr.loss, tc.metric.c_str(), tr.metric);
+  }
+  std::printf("  mean metric %.4f\n", r.mean_metric);
+  if (p.is_set("predictions")) std::printf("predictions: %s\n", p.get_string("predictions").c_str());
+  return 0;
+}
+
+CommandRegistrar reg("eval", "evaluate a checkpoint on a dataset (metrics, predictions CSV)", run_eval);
+
+}  // namespace
+}  // namespace app
+}  // namespace ipsnet

@@ -1,0 +1,60 @@
+// Optimizers and learning-rate schedules.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor/tensor.h"
+
+namespace ipsnet {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  /// Exclude 1-D parameters (norm weights, biases) from weight decay (the
+  /// reference decays all parameters: false).
+  bool exclude_norm_and_bias = false;
+};
+
+/// AdamW (decoupled weight decay) exactly as torch.optim.AdamW, fused per
+/// parameter in the backend (engine/math/rows.h adamw_element).
+class AdamW {
+ public:
+  /// params: (name, tensor) pairs; names key the state in checkpoints.
+  AdamW(std::vector<std::pair<std::string, Tensor>> params, AdamWOptions opt);
+  /// One update of every parameter that has a gradient; lr as given.
+  void step(double lr);
+  void zero_grad();
+  int64_t step_count() const { return step_; }
+  const AdamWOptions& options() const { return opt_; }
+  /// State tensors named "<param>.exp_avg" / "<param>.exp_avg_sq" plus the step count.
+  std::vector<std::pair<std::string, Tensor>> state() const;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step);
+
+ private:
+  struct Slot {
+    std::string name;
+    Tensor param;  // shares storage with the module's parameter
+    Tensor m, v;   // same shape/device
+    bool decay;
+  };
+  std::vector<Slot> slots_;
+  AdamWOptions opt_;
+  int64_t step_ = 0;
+};
+
+/// Sum of squares of all gradients, then scales them so the global L2 norm is
+/// at most max_norm (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+/// Linear warm-up from 0 (step 0) towards base_lr over warmup_steps, then cosine
+/// decay from base_lr to final_factor * base_lr at total_steps - 1 (SPEC section 3;
+/// the reference's MAE-style schedule, evaluated per optimizer step).
+double warmup_cosine_lr(double base_lr, int64_t step, int64_t warmup_steps, int64_t total_steps,
+                        double final_factor = 1e-3);
+
+}  // namespace ipsnet

@@ -1,0 +1,181 @@
+#include "models/ips_selection.h"
+
+#include <algorithm>
+
+namespace ipsnet {
+
+PatchGrid PatchGrid::make(int64_t height, int64_t width, int64_t size, int64_t stride) {
+  IPSNET_CHECK(size >= 1 && stride >= 1, "patch_size ", size, " and patch_stride ", stride, " must be >= 1");
+  IPSNET_CHECK(size <= height && size <= width, "patch_size ", size, " does not fit the ", height, "x", width,
+               " image");
+  PatchGrid g;
+  g.height = height;
+  g.width = width;
+  g.size = size;
+  g.stride = stride;
+  return g;
+}
+
+namespace {
+
+// Encodes the (b, p) patches listed in rows of idx (B, k), skipping known-zero
+// patches when a zero embedding is available. Returns (B, k, D).
+Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vector<int64_t>>& idx,
+                      const Tensor& zero_emb, int64_t* n_encoded) {
+  const int64_t B = static_cast<int64_t>(idx.size());
+  const int64_t k = B ? static_cast<int64_t>(idx[0].size()) : 0;
+  std::vector<int64_t> img, pat, slot;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t p = idx[static_cast<size_t>(b)][static_cast<size_t>(j)];
+      if (zero_emb.defined() && src.is_zero(b, p)) continue;
+      img.push_back(b);
+      pat.push_back(p);
+      slot.push_back(b * k + j);
+    }
+  const int64_t D = net.D();
+  *n_encoded += static_cast<int64_t>(img.size());
+  if (static_cast<int64_t>(img.size()) == B * k) return net.encode(src.get(img, pat)).reshape({B, k, D});
+  // Start from the zero embedding everywhere, then place the encoded rows.
+  Tensor out = zero_emb.reshape({1, D}).expand({B * k, D}).contiguous();
+  if (!img.empty()) {
+    Tensor emb = net.encode(src.get(img, pat));  // (n, D)
+    Tensor rows = Tensor::from_vector(slot, {static_cast<int64_t>(slot.size())}, emb.device());
+    // out[slot[i]] = emb[i]: clear those rows, then scatter-add the encoded ones.
+    Tensor mask = Tensor::zeros({B * k, 1}, out.dtype(), Device::cpu());
+    float* m = mask.data<float>();
+    for (int64_t s : slot) m[s] = 1.0f;
+    Tensor base = ops::masked_fill(out, mask.to(out.device()), 0.0);
+    out = ops::scatter_add(base, 0, rows.unsqueeze(1).expand({rows.size(0), D}).contiguous(), emb);
+  }
+  return out.reshape({B, k, D});
+}
+
+Tensor positions(const Tensor& pos, const std::vector<std::vector<int64_t>>& idx) {
+  const int64_t B = static_cast<int64_t>(idx.size()), k = static_cast<int64_t>(idx[0].size());
+  std::vector<int64_t> flat;
+  flat.reserve(static_cast<size_t>(B * k));
+  for (const auto& row : idx) flat.insert(flat.end(), row.begin(), row.end());
+  Tensor fi = Tensor::from_vector(flat, {B * k}, pos.device());
+  return ops::index_select(pos, 0, fi).reshape({B, k, pos.size(1)});
+}
+
+}  // namespace
+
+SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, const IPSOptions& opt,
+                           Generator& gen) {
+  const int64_t B = src.batch(), N = src.num_patches(), M = opt.M, I = opt.I;
+  IPSNET_CHECK(M >= 1 && I >= 1, "ips: M and I must be >= 1, got M = ", M, ", I = ", I);
+  IPSNET_CHECK(!pos.defined() || (pos.dim() == 2 && pos.size(0) >= N && pos.size(1) == net.D()),
+               "ips: positional encoding ", shape_str(pos.shape()), " does not cover N = ", N, " patches of D = ",
+               net.D());
+  NoGradGuard ng;
+  const bool was_training = net.is_training();
+  net.eval();
+  SelectionResult res;
+  Tensor zero_emb;
+  if (opt.dedup_zero) {
+    // The embedding of an all-zero patch, computed once (eval-mode BN: a constant).
+    bool any_zero = false;
+    for (int64_t b = 0; b < B && !any_zero; ++b)
+      for (int64_t p = 0; p < N && !any_zero; ++p) any_zero = src.is_zero(b, p);
+    if (any_zero) {
+      Tensor one = src.get({0}, {0});
+      Tensor z = Tensor::zeros(one.shape(), one.dtype(), one.device());
+      zero_emb = net.encode(z).reshape({net.D()});
+      res.n_encoded += 1;
+    }
+  }
+  auto score = [&](const Tensor& emb, const std::vector<std::vector<int64_t>>& idx) {
+    Tensor x = pos.defined() ? ops::add(emb, positions(pos, idx)) : emb;
+    return net.get_scores(x);  // (B, L)
+  };
+
+  if (M >= N || opt.score_all) {
+    std::vector<std::vector<int64_t>> all(static_cast<size_t>(B), std::vector<int64_t>(static_cast<size_t>(N)));
+    for (auto& row : all)
+      for (int64_t p = 0; p < N; ++p) row[static_cast<size_t>(p)] = p;
+    if (opt.score_all) {
+      Tensor emb = encode_patches(net, src, all, zero_emb, &res.n_encoded);
+      res.all_scores = score(emb, all).to(Device::cpu());
+    }
+    if (M >= N) {
+      res.idx = Tensor::arange(N).reshape({1, N}).expand({B, N}).contiguous();
+      if (opt.score_all) res.scores = res.all_scores;
+      net.train(was_training);
+      return res;
+    }
+  }
+
+  // Visiting order: a shared or per-image permutation (random tie-breaking).
+  std::vector<std::vector<int64_t>> order(static_cast<size_t>(B));
+  std::vector<int64_t> shared;
+  if (opt.shuffle && !opt.instance_shuffle) shared = gen.permutation(N);
+  for (int64_t b = 0; b < B; ++b) {
+    if (!opt.shuffle) {
+      order[static_cast<size_t>(b)].resize(static_cast<size_t>(N));
+      for (int64_t p = 0; p < N; ++p) order[static_cast<size_t>(b)][static_cast<size_t>(p)] = p;
+    } else {
+      order[static_cast<size_t>(b)] = opt.instance_shuffle ? gen.permutation(N) : shared;
+    }
+  }
+  auto take = [&](int64_t s, int64_t e) {
+    std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b)
+      out[static_cast<size_t>(b)].assign(order[static_cast<size_t>(b)].begin() + s,
+                                          order[static_cast<size_t>(b)].begin() + e);
+    return out;
+  };
+
+  std::vector<std::vector<int64_t>> mem_idx = take(0, M);
+  Tensor mem_emb = encode_patches(net, src, mem_idx, zero_emb, &res.n_encoded);  // (B, M, D)
+  Tensor mem_scores;
+  const int64_t n_iter = (N - M + I - 1) / I;
+  for (int64_t it = 0; it < n_iter; ++it) {
+    int64_t s = M + it * I, e = std::min(s + I, N);
+    std::vector<std::vector<int64_t>> iter_idx = take(s, e);
+    Tensor iter_emb = encode_patches(net, src, iter_idx, zero_emb, &res.n_encoded);
+    Tensor all_emb = ops::cat({mem_emb, iter_emb}, 1);  // (B, L, D)
+    std::vector<std::vector<int64_t>> all_idx(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      all_idx[static_cast<size_t>(b)] = mem_idx[static_cast<size_t>(b)];
+      all_idx[static_cast<size_t>(b)].insert(all_idx[static_cast<size_t>(b)].end(),
+                                             iter_idx[static_cast<size_t>(b)].begin(),
+                                             iter_idx[static_cast<size_t>(b)].end());
+    }
+    Tensor scores = score(all_emb, all_idx);  // (B, L)
+    const int64_t L = scores.size(1);
+    Tensor sel_scores = scores;
+    if (opt.mask_K > 0 && opt.mask_p > 0) {
+      // STKIM: zero the selection score of each top-K candidate with prob p.
+      int64_t K = std::min(opt.mask_K, L);
+      Tensor top = ops::topk(scores, K, 1).second.to(Device::cpu());
+      Tensor mask = Tensor::zeros({B, L}, scores.dtype(), Device::cpu());
+      const int64_t* tp = top.data<int64_t>();
+      float* mp = mask.data<float>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < K; ++j)
+          if (gen.bernoulli(opt.mask_p)) mp[b * L + tp[b * K + j]] = 1.0f;
+      sel_scores = ops::masked_fill(scores, mask.to(scores.device()), 0.0);
+    }
+    Tensor top = ops::topk(sel_scores, M, 1).second;  // (B, M)
+    mem_emb = ops::gather(all_emb, 1, top.unsqueeze(-1).expand({B, M, all_emb.size(2)}).contiguous());
+    mem_scores = ops::gather(scores, 1, top);
+    Tensor top_cpu = top.to(Device::cpu());
+    const int64_t* tp = top_cpu.data<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int64_t> next(static_cast<size_t>(M));
+      for (int64_t j = 0; j < M; ++j)
+        next[static_cast<size_t>(j)] = all_idx[static_cast<size_t>(b)][static_cast<size_t>(tp[b * M + j])];
+      mem_idx[static_cast<size_t>(b)] = std::move(next);
+    }
+  }
+  std::vector<int64_t> flat;
+  for (const auto& row : mem_idx) flat.insert(flat.end(), row.begin(), row.end());
+  res.idx = Tensor::from_vector(flat, {B, M});
+  res.scores = mem_scores.defined() ? mem_scores.to(Device::cpu()) : Tensor();
+  net.train(was_training);
+  return res;
+}
+
+}  // namespace ipsnet

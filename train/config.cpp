@@ -1,0 +1,341 @@
+#include "train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <sstream>
+
+#include "engine/common/error.h"
+
+namespace ipsnet {
+namespace train {
+
+namespace {
+
+enum class Kind { Int, Double, Bool, String, Patch, Tasks };
+
+struct KeySpec {
+  const char* name;
+  Kind kind;
+  std::function<void(Config&, const YAML::Node&, const std::string&)> set;
+  std::function<std::string(const Config&)> get;
+};
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string node_text(const YAML::Node& n) {
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  return e.c_str();
+}
+
+int64_t as_int(const YAML::Node& n, const std::string& key) {
+  try {
+    if (!n.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "");
+    std::string s = n.Scalar();
+    size_t pos = 0;
+    long long v = std::stoll(s, &pos);
+    if (pos != s.size()) {
+      double d = std::stod(s);  // allow 1e3 written as a float if integral
+      if (d != std::floor(d)) throw std::invalid_argument("");
+      return static_cast<int64_t>(d);
+    }
+    return v;
+  } catch (...) {
+    IPSNET_FAIL("config key '", key, "': expected an integer, got ", node_text(n));
+  }
+}
+
+double as_double(const YAML::Node& n, const std::string& key) {
+  try {
+    if (!n.IsScalar()) throw std::invalid_argument("");
+    std::string s = n.Scalar();
+    size_t pos = 0;
+    double v = std::stod(s, &pos);
+    if (pos != s.size()) throw std::invalid_argument("");
+    return v;
+  } catch (...) {
+    IPSNET_FAIL("config key '", key, "': expected a number, got ", node_text(n));
+  }
+}
+
+bool as_bool(const YAML::Node& n, const std::string& key) {
+  if (n.IsScalar()) {
+    std::string s = n.Scalar();
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
+    if (s == "false" || s == "no" || s == "off" || s == "0") return false;
+  }
+  IPSNET_FAIL("config key '", key, "': expected true or false, got ", node_text(n));
+}
+
+std::string as_string(const YAML::Node& n, const std::string& key) {
+  if (n.IsNull()) return "";
+  IPSNET_CHECK(n.IsScalar(), "config key '", key, "': expected a string, got ", node_text(n));
+  return n.Scalar();
+}
+
+int64_t as_patch(const YAML::Node& n, const std::string& key) {
+  if (n.IsSequence()) {
+    IPSNET_CHECK(n.size() == 2, "config key '", key, "': expected a size or [h, w], got ", node_text(n));
+    int64_t h = as_int(n[0], key), w = as_int(n[1], key);
+    IPSNET_CHECK(h == w, "config key '", key, "': ipsnet supports square patches; got [", h, ", ", w, "]");
+    return h;
+  }
+  return as_int(n, key);
+}
+
+std::string fmt_double(double v) {
+  std::ostringstream os;
+  os << std::setprecision(10) << v;
+  return os.str();
+}
+
+std::vector<TaskConfig> parse_tasks(const YAML::Node& n, const Config& cfg) {
+  IPSNET_CHECK(n.IsMap() || n.IsSequence(), "config key 'tasks': expected a map of tasks (task0: {name: ..., act_fn: ..., metric: ...}), got ",
+               node_text(n));
+  std::vector<TaskConfig> out;
+  int64_t next_id = 0;
+  auto one = [&](const YAML::Node& t, const std::string& label) {
+    IPSNET_CHECK(t.IsMap(), "config key 'tasks.", label, "': expected a map with name, act_fn, metric");
+    TaskConfig tc;
+    tc.id = next_id++;
+    tc.n_class = cfg.n_class;
+    for (auto it = t.begin(); it != t.end(); ++it) {
+      std::string k = it->first.as<std::string>();
+      std::string path = "tasks." + label + "." + k;
+      if (k == "name") tc.name = as_string(it->second, path);
+      else if (k == "id") tc.id = as_int(it->second, path);
+      else if (k == "act_fn") tc.act_fn = as_string(it->second, path);
+      else if (k == "metric") tc.metric = as_string(it->second, path);
+      else if (k == "n_class") tc.n_class = as_int(it->second, path);
+      else
+        IPSNET_FAIL("config key '", path, "' is unknown (a task has name, id, act_fn, metric, n_class)");
+    }
+    IPSNET_CHECK(!tc.name.empty(), "config key 'tasks.", label, "': a task needs a name");
+    out.push_back(tc);
+  };
+  if (n.IsMap()) {
+    for (auto it = n.begin(); it != n.end(); ++it) one(it->second, it->first.as<std::string>());
+  } else {
+    for (size_t i = 0; i < n.size(); ++i) one(n[i], std::to_string(i));
+  }
+  return out;
+}
+
+#define INT_KEY(k) {#k, Kind::Int, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_int(n, key); }, [](const Config& c) { return std::to_string(c.k); }}
+#define DBL_KEY(k) {#k, Kind::Double, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_double(n, key); }, [](const Config& c) { return fmt_double(c.k); }}
+#define BOOL_KEY(k) {#k, Kind::Bool, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_bool(n, key); }, [](const Config& c) { return std::string(c.k ? "true" : "false"); }}
+#define STR_KEY(k) {#k, Kind::String, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_string(n, key); }, [](const Config& c) { return c.k; }}
+#define PATCH_KEY(k) {#k, Kind::Patch, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_patch(n, key); }, [](const Config& c) { return std::to_string(c.k); }}
+
+const std::vector<KeySpec>& specs() {
+  static const std::vector<KeySpec> s = {
+      STR_KEY(dataset), STR_KEY(data_dir), INT_KEY(n_class), BOOL_KEY(eager), INT_KEY(B), INT_KEY(B_seq),
+      INT_KEY(n_epoch), INT_KEY(n_epoch_warmup), DBL_KEY(lr), DBL_KEY(wd), INT_KEY(n_worker),
+      BOOL_KEY(pin_memory), BOOL_KEY(use_pos), BOOL_KEY(shuffle), STR_KEY(shuffle_style), BOOL_KEY(is_image),
+      INT_KEY(n_chan_in), PATCH_KEY(patch_size), PATCH_KEY(patch_stride), STR_KEY(enc_type),
+      BOOL_KEY(pretrained), INT_KEY(n_res_blocks), INT_KEY(N), INT_KEY(M), INT_KEY(I), INT_KEY(D), INT_KEY(H),
+      INT_KEY(D_k), INT_KEY(D_v), INT_KEY(D_inner), DBL_KEY(attn_dropout), DBL_KEY(dropout), INT_KEY(n_token),
+      {"tasks", Kind::Tasks,
+       [](Config& c, const YAML::Node& n, const std::string&) { c.tasks = parse_tasks(n, c); },
+       [](const Config&) { return std::string("(see below)"); }},
+      BOOL_KEY(track_efficiency), INT_KEY(track_epoch), BOOL_KEY(semantic_diversity_loss), DBL_KEY(mask_p),
+      INT_KEY(mask_K), BOOL_KEY(attention_map),
+      STR_KEY(out_dir), STR_KEY(run_name), STR_KEY(device), INT_KEY(threads), INT_KEY(seed),
+      DBL_KEY(grad_clip), DBL_KEY(w_div), DBL_KEY(w_sem), BOOL_KEY(mask_eval), BOOL_KEY(wd_exclude_norm_bias),
+      INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
+      INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), STR_KEY(eval_split),
+  };
+  return s;
+}
+
+const KeySpec& find_key(const std::string& key) {
+  std::string k = key == "data" ? "data_dir" : key;
+  for (const KeySpec& s : specs())
+    if (k == s.name) return s;
+  std::string best;
+  size_t bd = SIZE_MAX;
+  for (const KeySpec& s : specs()) {
+    size_t d = edit_distance(key, s.name);
+    if (d < bd) {
+      bd = d;
+      best = s.name;
+    }
+  }
+  IPSNET_FAIL("config key '", key, "' is unknown (did you mean '", best, "'?)");
+}
+
+void apply_node(Config& cfg, const std::string& key, const YAML::Node& value) {
+  const KeySpec& spec = find_key(key);
+  spec.set(cfg, value, spec.name);
+  cfg.given[spec.name] = node_text(value);
+}
+
+}  // namespace
+
+std::vector<TaskConfig> default_mnist_tasks() {
+  return {{"majority", 0, "softmax", "accuracy", 10},
+          {"max", 1, "softmax", "accuracy", 10},
+          {"top", 2, "softmax", "accuracy", 10},
+          {"multi", 3, "sigmoid", "multilabel_accuracy", 10}};
+}
+
+std::vector<std::string> known_keys() {
+  std::vector<std::string> k;
+  for (const KeySpec& s : specs()) k.push_back(s.name);
+  return k;
+}
+
+Config parse_config(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    IPSNET_FAIL(source, ": not valid YAML: ", e.what());
+  }
+  Config cfg;
+  if (root.IsNull()) {
+    cfg.tasks = default_mnist_tasks();
+    return cfg;
+  }
+  IPSNET_CHECK(root.IsMap(), source, ": expected a YAML map of keys at the top level");
+  // n_class first: tasks default their class count to it.
+  if (root["n_class"]) apply_node(cfg, "n_class", root["n_class"]);
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string key = it->first.as<std::string>();
+    if (key == "n_class") continue;
+    apply_node(cfg, key, it->second);
+  }
+  if (cfg.tasks.empty()) cfg.tasks = default_mnist_tasks();
+  return cfg;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream f(path);
+  IPSNET_CHECK(f.good(), "config file '", path, "' cannot be read (missing or no permission)");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+void apply_override(Config& cfg, const std::string& assignment) {
+  size_t eq = assignment.find('=');
+  IPSNET_CHECK(eq != std::string::npos && eq > 0, "--set '", assignment, "': expected key=value");
+  std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  YAML::Node n;
+  try {
+    n = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    IPSNET_FAIL("--set ", key, ": value '", value, "' is not valid YAML");
+  }
+  apply_node(cfg, key, n);
+}
+
+void validate(const Config& c) {
+  auto positive = [](int64_t v, const char* k) {
+    IPSNET_CHECK(v >= 1, "config key '", k, "': expected >= 1, got ", v);
+  };
+  positive(c.B, "B");
+  positive(c.B_seq, "B_seq");
+  positive(c.n_epoch, "n_epoch");
+  positive(c.M, "M");
+  positive(c.I, "I");
+  positive(c.D, "D");
+  positive(c.H, "H");
+  positive(c.D_k, "D_k");
+  positive(c.D_v, "D_v");
+  positive(c.D_inner, "D_inner");
+  positive(c.n_token, "n_token");
+  positive(c.patch_size, "patch_size");
+  positive(c.patch_stride, "patch_stride");
+  positive(c.n_chan_in, "n_chan_in");
+  IPSNET_CHECK(c.n_epoch_warmup >= 0, "config key 'n_epoch_warmup': expected >= 0, got ", c.n_epoch_warmup);
+  IPSNET_CHECK(c.lr > 0, "config key 'lr': expected > 0, got ", c.lr);
+  IPSNET_CHECK(c.wd >= 0, "config key 'wd': expected >= 0, got ", c.wd);
+  IPSNET_CHECK(c.B % c.B_seq == 0 || !c.eager, "config key 'B_seq': ", c.B_seq, " must divide B = ", c.B);
+  IPSNET_CHECK(c.B_seq <= c.B, "config key 'B_seq': ", c.B_seq, " must be <= B = ", c.B);
+  IPSNET_CHECK(c.attn_dropout >= 0 && c.attn_dropout < 1, "config key 'attn_dropout': expected in [0, 1), got ",
+               c.attn_dropout);
+  IPSNET_CHECK(c.dropout >= 0 && c.dropout < 1, "config key 'dropout': expected in [0, 1), got ", c.dropout);
+  IPSNET_CHECK(c.mask_p >= 0 && c.mask_p <= 1, "config key 'mask_p': expected in [0, 1], got ", c.mask_p);
+  IPSNET_CHECK(c.mask_K >= 0, "config key 'mask_K': expected >= 0, got ", c.mask_K);
+  IPSNET_CHECK(c.shuffle_style == "batch" || c.shuffle_style == "instance",
+               "config key 'shuffle_style': expected batch or instance, got '", c.shuffle_style, "'");
+  IPSNET_CHECK(c.enc_type == "resnet18" || c.enc_type == "resnet34" || c.enc_type == "resnet50",
+               "config key 'enc_type': expected resnet18, resnet34 or resnet50, got '", c.enc_type, "'");
+  IPSNET_CHECK(c.n_res_blocks == 2 || c.n_res_blocks == 4, "config key 'n_res_blocks': expected 2 or 4, got ",
+               c.n_res_blocks);
+  IPSNET_CHECK(c.freeze == "none" || c.freeze == "all" || c.freeze == "all_but_last",
+               "config key 'freeze': expected none, all or all_but_last, got '", c.freeze, "'");
+  IPSNET_CHECK(!c.use_pos || c.D % 2 == 0, "config key 'D': the positional encoding needs an even D, got ", c.D);
+  IPSNET_CHECK(c.threads >= 0, "config key 'threads': expected >= 0, got ", c.threads);
+  IPSNET_CHECK(c.grad_clip >= 0, "config key 'grad_clip': expected >= 0, got ", c.grad_clip);
+  IPSNET_CHECK(c.N == 0 || c.M <= c.N, "config key 'M': ", c.M, " is larger than N = ", c.N,
+               " (memory buffer bigger than the patches of an image)");
+  IPSNET_CHECK(c.eval_split == "test" || c.eval_split == "train",
+               "config key 'eval_split': expected test or train, got '", c.eval_split, "'");
+  IPSNET_CHECK(!c.tasks.empty(), "config key 'tasks': at least one task is needed");
+  IPSNET_CHECK(static_cast<int64_t>(c.tasks.size()) <= c.n_token, "config key 'n_token': ", c.n_token,
+               " tokens for ", c.tasks.size(), " tasks (one token per task)");
+  for (const TaskConfig& t : c.tasks) {
+    IPSNET_CHECK(t.act_fn == "softmax" || t.act_fn == "sigmoid", "config key 'tasks.", t.name,
+                 ".act_fn': expected softmax or sigmoid, got '", t.act_fn, "'");
+    IPSNET_CHECK(t.metric == "accuracy" || t.metric == "multilabel_accuracy" || t.metric == "auc",
+                 "config key 'tasks.", t.name, ".metric': expected accuracy, multilabel_accuracy or auc, got '",
+                 t.metric, "'");
+    IPSNET_CHECK(t.id >= 0 && t.id < c.n_token, "config key 'tasks.", t.name, ".id': ", t.id,
+                 " must be a token index in [0, ", c.n_token, ")");
+    IPSNET_CHECK(t.n_class >= 1, "config key 'tasks.", t.name, ".n_class': expected >= 1, got ", t.n_class);
+  }
+}
+
+std::string to_yaml(const Config& c) {
+  std::ostringstream os;
+  for (const KeySpec& s : specs()) {
+    if (s.kind == Kind::Tasks) continue;
+    std::string v = s.get(c);
+    if (s.kind == Kind::String) v = "\"" + v + "\"";
+    os << s.name << ": " << v << "\n";
+  }
+  os << "tasks:\n";
+  for (const TaskConfig& t : c.tasks)
+    os << "  task" << t.id << ": {name: " << t.name << ", id: " << t.id << ", act_fn: " << t.act_fn
+       << ", metric: " << t.metric << ", n_class: " << t.n_class << "}\n";
+  return os.str();
+}
+
+std::string to_table(const Config& c) {
+  std::ostringstream os;
+  int col = 0;
+  for (const KeySpec& s : specs()) {
+    if (s.kind == Kind::Tasks) continue;
+    std::string v = s.get(c);
+    bool given = c.given.count(s.name) > 0;
+    os << (given ? "*" : " ") << std::left << std::setw(22) << s.name << std::setw(16) << v;
+    os << ((++col % 3 == 0) ? "\n" : "  ");
+  }
+  if (col % 3) os << "\n";
+  for (const TaskConfig& t : c.tasks)
+    os << "  task " << t.id << ": " << t.name << " (" << t.act_fn << ", " << t.metric << ", " << t.n_class
+       << " classes)\n";
+  os << "  (* = set by the config file or --set)\n";
+  return os.str();
+}
+
+}  // namespace train
+}  // namespace ipsnet

@@ -1,0 +1,108 @@
+// The training configuration: the PyTorch reference's YAML keys (SPEC section
+// 3), the dissertation's, and ipsnet's own. Unknown keys are errors that
+// suggest the nearest known key; types and ranges are checked; `--set
+// key=value` overrides a loaded file.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ipsnet {
+namespace train {
+
+struct TaskConfig {
+  std::string name;                // majority | max | top | multi | any label the dataset has
+  int64_t id = 0;                  // token index
+  std::string act_fn = "softmax";  // softmax | sigmoid
+  std::string metric = "accuracy";  // accuracy | multilabel_accuracy | auc
+  int64_t n_class = 10;
+};
+
+struct Config {
+  // ---- reference keys ----
+  std::string dataset = "mnist";
+  std::string data_dir;          // the dataset directory (alias: data)
+  int64_t n_class = 10;
+  bool eager = false;
+  int64_t B = 16;
+  int64_t B_seq = 16;
+  int64_t n_epoch = 150;
+  int64_t n_epoch_warmup = 10;
+  double lr = 1e-3;
+  double wd = 0.1;
+  int64_t n_worker = 1;          // accepted; ipsnet prefetches on one background thread
+  bool pin_memory = true;        // accepted; CUDA transfers use pinned buffers
+  bool use_pos = true;
+  bool shuffle = true;
+  std::string shuffle_style = "batch";  // batch | instance
+  bool is_image = true;
+  int64_t n_chan_in = 1;
+  int64_t patch_size = 50;       // square patches; [h, w] lists must be equal
+  int64_t patch_stride = 50;
+  std::string enc_type = "resnet18";  // resnet18 | resnet34 | resnet50
+  bool pretrained = false;
+  int64_t n_res_blocks = 2;
+  int64_t N = 0;                 // 0: computed from the image and patch sizes
+  int64_t M = 100;
+  int64_t I = 100;
+  int64_t D = 128;
+  int64_t H = 8;
+  int64_t D_k = 16;
+  int64_t D_v = 16;
+  int64_t D_inner = 512;
+  double attn_dropout = 0.1;
+  double dropout = 0.1;
+  int64_t n_token = 4;
+  std::vector<TaskConfig> tasks;
+  bool track_efficiency = false;
+  int64_t track_epoch = 0;
+  bool semantic_diversity_loss = false;
+  double mask_p = 0.0;
+  int64_t mask_K = 0;
+  bool attention_map = false;
+  // ---- ipsnet keys ----
+  std::string out_dir = "runs";
+  std::string run_name;          // default: <dataset>-<timestamp>
+  std::string device = "auto";
+  int64_t threads = 0;           // 0: OMP_NUM_THREADS or all cores
+  int64_t seed = 0;
+  double grad_clip = 0.0;        // max global gradient norm; 0 = off
+  double w_div = 3.0;            // diversity loss weight (semantic_diversity_loss)
+  double w_sem = 1.0;            // semantic loss weight
+  bool mask_eval = false;        // STKIM at evaluation too (the dissertation's behaviour)
+  bool wd_exclude_norm_bias = false;
+  int64_t max_train = 0;         // use only the first n training images (0 = all)
+  int64_t max_test = 0;
+  std::string pretrained_path;   // safetensors with torchvision ResNet names
+  std::string freeze = "none";   // none | all | all_but_last (frozen backbone strategies)
+  int64_t eval_every = 1;        // epochs
+  int64_t log_every = 0;         // steps between log lines (0: progress bar only)
+  bool prefetch = true;          // prepare the next batch in the background
+  bool dedup_patches = true;     // encode identical (e.g. empty) patches once per batch in selection
+  std::string eval_split = "test";
+
+  /// Which keys a file or --set gave explicitly.
+  std::map<std::string, std::string> given;
+};
+
+/// Reads a YAML file (reference or ipsnet keys). Throws one clear line.
+Config load_config(const std::string& path);
+/// Parses YAML text (for tests and --set).
+Config parse_config(const std::string& yaml_text, const std::string& source);
+/// Applies "key=value" (value is YAML: 3, 1e-3, true, [50, 50], resnet18).
+void apply_override(Config& cfg, const std::string& assignment);
+/// Range and consistency checks that do not need the data (N is checked later).
+void validate(const Config& cfg);
+/// YAML text of every key (the effective configuration, as saved in the run dir).
+std::string to_yaml(const Config& cfg);
+/// A two-column table for the console.
+std::string to_table(const Config& cfg);
+/// The default IPS Megapixel MNIST tasks (majority, max, top: softmax/accuracy;
+/// multi: sigmoid/multilabel_accuracy).
+std::vector<TaskConfig> default_mnist_tasks();
+/// All known top-level keys.
+std::vector<std::string> known_keys();
+
+}  // namespace train
+}  // namespace ipsnet

@@ -1,0 +1,107 @@
+// The IPS training loop (SPEC sections 1, 3, 4): selection, the training
+// pass on the selected patches, AdamW with warm-up + cosine, evaluation after
+// every epoch, metrics files, checkpoints with exact resume.
+#pragma once
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "engine/engine.h"
+#include "models/ips_net.h"
+#include "models/ips_selection.h"
+#include "train/config.h"
+
+namespace ipsnet {
+namespace train {
+
+struct TaskResult {
+  double loss = 0;
+  double metric = 0;
+};
+
+struct EvalResult {
+  std::map<std::string, TaskResult> tasks;  // by task name
+  double loss = 0;                          // mean over tasks
+  double mean_metric = 0;                   // mean over tasks (the "best" checkpoint criterion)
+  int64_t images = 0;
+  double seconds = 0;
+};
+
+/// Set by SIGINT: the trainer saves a resumable checkpoint and stops.
+std::atomic<bool>& interrupt_flag();
+
+class Trainer {
+ public:
+  /// Builds the model and opens the data. run_dir empty: a new run directory
+  /// under cfg.out_dir. quiet: no progress bars (tests).
+  explicit Trainer(Config cfg, bool quiet = false);
+  /// Continues the run in run_dir from its last checkpoint, exactly.
+  static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
+  /// Loads a checkpoint's model for evaluation (config from the checkpoint,
+  /// with data_dir / device overridable).
+  static std::unique_ptr<Trainer> from_checkpoint(const std::string& checkpoint, const std::string& data_dir,
+                                                  const std::string& device, bool quiet = false,
+                                                  int64_t max_images = 0);
+
+  /// Trains to cfg.n_epoch (or until interrupted). Returns false when interrupted.
+  bool fit();
+  /// One optimizer step on the given training images; returns the total loss.
+  double train_step(const std::vector<int64_t>& ids);
+  /// Evaluates a split. predictions_csv: optional path for per-image rows.
+  EvalResult evaluate(const std::string& split, const std::string& predictions_csv = "");
+  /// Selection on the given images of a split (eval mode), for attention maps and tests.
+  SelectionResult select(const std::string& split, const std::vector<int64_t>& ids, bool score_all);
+  /// Saves a checkpoint with optimizer state, epoch and position.
+  void save_checkpoint(const std::string& path) const;
+
+  const Config& config() const { return cfg_; }
+  IPSNet& net() { return *net_; }
+  const data::DatasetReader& reader(const std::string& split) const;
+  const PatchGrid& grid() const { return grid_; }
+  const std::string& run_dir() const { return run_dir_; }
+  int64_t global_step() const { return step_; }
+  int64_t epoch() const { return epoch_; }
+  Device device() const { return device_; }
+  /// Epoch results so far (train, test) — for tests.
+  const std::vector<std::pair<EvalResult, EvalResult>>& history() const { return history_; }
+
+ private:
+  Trainer(Config cfg, bool quiet, int /*no run dir*/) : cfg_(std::move(cfg)), quiet_(quiet) { setup(false); }
+  void setup(bool create_run_dir);
+  void load_checkpoint(const std::string& path, bool with_optimizer);
+  IPSOptions ips_options(bool training) const;
+  /// Selected patches (B*M, C, h, w) on the device, their indices (B, M), for a batch.
+  std::pair<Tensor, Tensor> select_batch(const data::DatasetReader& reader, const std::vector<int64_t>& ids,
+                                         bool training, Generator& gen);
+  /// Forward of the training pass: logits per task (and the extra losses when enabled).
+  Tensor forward_loss(const Tensor& patches, const Tensor& idx, const std::map<std::string, Tensor>& targets,
+                      std::map<std::string, Tensor>* logits, std::map<std::string, double>* task_losses);
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+  void log_line(const std::string& line) const;
+  void write_epoch_metrics(int64_t epoch, const EvalResult& train, const EvalResult& test, double lr,
+                           double seconds, double peak_mib) const;
+  int64_t steps_per_epoch() const;
+
+  Config cfg_;
+  bool quiet_;
+  Device device_;
+  std::string run_dir_;
+  std::unique_ptr<data::DatasetReader> train_reader_, test_reader_;
+  PatchGrid grid_;
+  Tensor pos_;  // (N, D) or undefined
+  std::shared_ptr<IPSNet> net_;
+  std::unique_ptr<AdamW> optim_;
+  Generator dropout_gen_;
+  int64_t n_train_ = 0, n_test_ = 0;
+  int64_t step_ = 0;         // optimizer steps done
+  int64_t epoch_ = 0;        // completed epochs
+  int64_t batch_in_epoch_ = 0;  // batches done in the current epoch (resume point)
+  double best_metric_ = -1;
+  std::vector<std::pair<EvalResult, EvalResult>> history_;
+};
+
+}  // namespace train
+}  // namespace ipsnet
