@@ -23,8 +23,13 @@ int run_eval(const std::vector<std::string>& args) {
   IPSNET_CHECK(p.is_set("checkpoint"), "eval: --checkpoint is required");
   std::string split = p.get_string("split");
   IPSNET_CHECK(split == "test" || split == "train", "eval: --split must be test or train, got '", split, "'");
-  auto t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), p.get_string("data"), p.get_string("device"),
-                                           p.get_flag("quiet"), p.get_int64("max-images"));
+  std::vector<std::string> overrides;
+  if (p.is_set("data")) overrides.push_back("data_dir=" + p.get_string("data"));
+  if (p.is_set("device")) overrides.push_back("device=" + p.get_string("device"));
+  if (split == "train") overrides.push_back("max_train=" + std::to_string(p.get_int64("max-images")));
+  else overrides.push_back("max_test=" + std::to_string(p.get_int64("max-images")));
+  overrides.push_back("eval_split=" + split);
+  auto t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), overrides, p.get_flag("quiet"));
   train::EvalResult r = t->evaluate(split, p.get_string("predictions"));
   std::printf("split %s, %lld images, %.1f s\n", split.c_str(), static_cast<long long>(r.images), r.seconds);
   for (const auto& tc : t->config().tasks) {

@@ -596,19 +596,16 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet)
   return t;
 }
 
-std::unique_ptr<Trainer> Trainer::from_checkpoint(const std::string& checkpoint, const std::string& data_dir,
-                                                  const std::string& device, bool quiet, int64_t max_images) {
+std::unique_ptr<Trainer> Trainer::from_checkpoint(const std::string& checkpoint,
+                                                  const std::vector<std::string>& overrides, bool quiet) {
   IPSNET_CHECK(fs::exists(checkpoint), "checkpoint '", checkpoint, "' does not exist");
   safetensors::File f = safetensors::load(checkpoint);
   auto it = f.metadata.find("config");
   IPSNET_CHECK(it != f.metadata.end(), "checkpoint '", checkpoint,
                "' has no ipsnet config in its metadata (was it written by `ipsnet train`?)");
   Config cfg = parse_config(it->second, checkpoint);
-  if (!data_dir.empty()) cfg.data_dir = data_dir;
-  if (!device.empty()) cfg.device = device;
-  IPSNET_CHECK(max_images >= 0, "max images must be >= 0, got ", max_images);
-  cfg.max_test = max_images;
-  cfg.max_train = max_images;
+  for (const std::string& o : overrides) apply_override(cfg, o);
+  cfg.N = 0;  // recomputed from the (possibly new) data and patch grid
   std::unique_ptr<Trainer> t(new Trainer(cfg, quiet, 0));
   t->load_checkpoint(checkpoint, false);
   return t;

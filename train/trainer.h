@@ -40,11 +40,11 @@ class Trainer {
   explicit Trainer(Config cfg, bool quiet = false);
   /// Continues the run in run_dir from its last checkpoint, exactly.
   static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
-  /// Loads a checkpoint's model for evaluation (config from the checkpoint,
-  /// with data_dir / device overridable).
-  static std::unique_ptr<Trainer> from_checkpoint(const std::string& checkpoint, const std::string& data_dir,
-                                                  const std::string& device, bool quiet = false,
-                                                  int64_t max_images = 0);
+  /// Loads a checkpoint's model for evaluation: the config stored in the
+  /// checkpoint, then `overrides` ("key=value": data_dir, device, max_test,
+  /// patch_size, patch_stride, ...).
+  static std::unique_ptr<Trainer> from_checkpoint(const std::string& checkpoint,
+                                                  const std::vector<std::string>& overrides, bool quiet = false);
 
   /// Trains to cfg.n_epoch (or until interrupted). Returns false when interrupted.
   bool fit();
