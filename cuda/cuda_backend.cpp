@@ -297,3 +297,93 @@ void CudaBackend::adamw(const Tensor& p, const Tensor& g, const Tensor& m, const
 
 }  // namespace cuda
 }  // namespace ipsnet
+
+// ---- batch norm / pooling (kernels/norm_pool.cu) ----------------------------------------------------
+
+namespace ipsnet {
+namespace cuda {
+
+void CudaBackend::batch_norm_forward_training(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                              const Tensor& y, const Tensor& save_mean, const Tensor& save_rstd,
+                                              const Tensor& running_mean, const Tensor& running_var,
+                                              const BatchNormGeometry& g, double momentum, double eps) {
+  Scope s(common_device("batch_norm_forward_training",
+                        {&x, &gamma, &beta, &y, &save_mean, &save_rstd, &running_mean, &running_var}));
+  for (const Tensor* t : {&x, &gamma, &beta, &y, &save_mean, &save_rstd, &running_mean, &running_var})
+    require_float32("batch_norm_forward_training", *t);
+  batch_norm_training_cuda(s.ctx, x.data<float>(), cptr<float>(gamma), cptr<float>(beta), y.data<float>(),
+                           save_mean.data<float>(), save_rstd.data<float>(), mptr<float>(running_mean),
+                           mptr<float>(running_var), g.n, g.c, g.s, momentum, eps);
+}
+
+void CudaBackend::batch_norm_forward_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                               const Tensor& mean, const Tensor& var, const Tensor& y,
+                                               const BatchNormGeometry& g, double eps) {
+  Scope s(common_device("batch_norm_forward_inference", {&x, &gamma, &beta, &mean, &var, &y}));
+  for (const Tensor* t : {&x, &gamma, &beta, &mean, &var, &y}) require_float32("batch_norm_forward_inference", *t);
+  batch_norm_inference_cuda(s.ctx, x.data<float>(), cptr<float>(gamma), cptr<float>(beta), mean.data<float>(),
+                            var.data<float>(), y.data<float>(), g.n, g.c, g.s, eps);
+}
+
+void CudaBackend::batch_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, const Tensor& save_mean,
+                                      const Tensor& save_rstd, const Tensor& dx, const Tensor& dgamma,
+                                      const Tensor& dbeta, const BatchNormGeometry& g, bool stats_are_constant,
+                                      double eps) {
+  Scope s(common_device("batch_norm_backward", {&x, &gamma, &dy, &save_mean, &save_rstd, &dx, &dgamma, &dbeta}));
+  for (const Tensor* t : {&x, &gamma, &dy, &save_mean, &save_rstd, &dx, &dgamma, &dbeta})
+    require_float32("batch_norm_backward", *t);
+  batch_norm_backward_cuda(s.ctx, cptr<float>(x), cptr<float>(gamma), dy.data<float>(), save_mean.data<float>(),
+                           save_rstd.data<float>(), mptr<float>(dx), mptr<float>(dgamma), mptr<float>(dbeta), g.n,
+                           g.c, g.s, stats_are_constant);
+}
+
+void CudaBackend::max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices,
+                                     const Pool2dGeometry& g) {
+  Scope s(common_device("max_pool2d_forward", {&x, &y, &indices}));
+  require_float32("max_pool2d_forward", x);
+  max_pool2d_forward_cuda(s.ctx, x.data<float>(), y.data<float>(), mptr<int64_t>(indices), g);
+}
+
+void CudaBackend::max_pool2d_backward(const Tensor& dy, const Tensor& indices, const Tensor& dx,
+                                      const Pool2dGeometry& g) {
+  Scope s(common_device("max_pool2d_backward", {&dy, &indices, &dx}));
+  require_float32("max_pool2d_backward", dy);
+  max_pool2d_backward_cuda(s.ctx, dy.data<float>(), indices.data<int64_t>(), dx.data<float>(), g);
+}
+
+void CudaBackend::avg_pool2d_global_forward(const Tensor& x, const Tensor& y, int64_t planes, int64_t hw) {
+  Scope s(common_device("avg_pool2d_global_forward", {&x, &y}));
+  require_float32("avg_pool2d_global_forward", x);
+  // The CPU's formula: double sum / hw per plane, i.e. a Mean over rows.
+  reduce_cuda(s.ctx, ReduceOp::Mean, DType::Float32, x.raw_data(), planes, hw, 1, y.raw_data(), nullptr);
+}
+
+void CudaBackend::avg_pool2d_global_backward(const Tensor& dy, const Tensor& dx, int64_t planes, int64_t hw) {
+  Scope s(common_device("avg_pool2d_global_backward", {&dy, &dx}));
+  require_float32("avg_pool2d_global_backward", dy);
+  avg_pool2d_global_backward_cuda(s.ctx, dy.data<float>(), dx.data<float>(), planes, hw);
+}
+
+}  // namespace cuda
+}  // namespace ipsnet
+
+namespace ipsnet {
+namespace cuda {
+
+void CudaBackend::cut_patches(const Tensor& image, const Tensor& index, const Tensor& out, int64_t ph, int64_t pw,
+                              int64_t sh, int64_t sw) {
+  Scope s(common_device("cut_patches", {&image, &index, &out}));
+  IPSNET_CHECK(image.dim() == 4 && index.dim() == 2 && out.dim() == 5, "cut_patches: image ",
+               shape_str(image.shape()), ", index ", shape_str(index.shape()), ", out ", shape_str(out.shape()),
+               ": expected (B, C, H, W), (B, K), (B, K, C, ph, pw)");
+  const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3), k = index.size(1);
+  IPSNET_CHECK(ph > 0 && pw > 0 && sh > 0 && sw > 0 && ph <= h && pw <= w, "cut_patches: patch (", ph, ", ", pw,
+               ") stride (", sh, ", ", sw, ") does not fit image (", h, ", ", w, ")");
+  const int64_t count = ((h - ph) / sh + 1) * ((w - pw) / sw + 1);
+  check_indices_cuda(s.ctx, index.data<int64_t>(), b * k, count, "cut_patches");
+  cut_patches_cuda(s.ctx, image.dtype(), image.raw_data(), index.data<int64_t>(), out.raw_data(), b, c, h, w, k, ph,
+                   pw, sh, sw);
+}
+
+}  // namespace cuda
+}  // namespace ipsnet

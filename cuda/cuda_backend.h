@@ -6,6 +6,8 @@
 // live on the device and be copied, but their math is CPU-only (the gradient
 // checks run there).
 #pragma once
+#include <initializer_list>
+
 #include "cuda/context.h"
 #include "engine/backend/backend.h"
 
@@ -56,13 +58,42 @@ class CudaBackend : public Backend {
                     uint64_t offset) override;
   void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, double lr,
              double beta1, double beta2, double eps, double weight_decay, int64_t step) override;
+
+  void cut_patches(const Tensor& image, const Tensor& index, const Tensor& out, int64_t ph, int64_t pw,
+                   int64_t sh, int64_t sw) override;
+
+  // cudnn/conv.cpp
+  void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
+                      const Conv2dGeometry& g) override;
+  void conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
+                            const Conv2dGeometry& g) override;
+  void conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
+                              const Tensor& dbias, const Conv2dGeometry& g) override;
+  // own kernels (kernels/norm_pool.cu)
+  void batch_norm_forward_training(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   const Tensor& y, const Tensor& save_mean, const Tensor& save_rstd,
+                                   const Tensor& running_mean, const Tensor& running_var,
+                                   const BatchNormGeometry& g, double momentum, double eps) override;
+  void batch_norm_forward_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                    const Tensor& mean, const Tensor& var, const Tensor& y,
+                                    const BatchNormGeometry& g, double eps) override;
+  void batch_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy,
+                           const Tensor& save_mean, const Tensor& save_rstd, const Tensor& dx,
+                           const Tensor& dgamma, const Tensor& dbeta, const BatchNormGeometry& g,
+                           bool stats_are_constant, double eps) override;
+  void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices,
+                          const Pool2dGeometry& g) override;
+  void max_pool2d_backward(const Tensor& dy, const Tensor& indices, const Tensor& dx,
+                           const Pool2dGeometry& g) override;
+  void avg_pool2d_global_forward(const Tensor& x, const Tensor& y, int64_t planes, int64_t hw) override;
+  void avg_pool2d_global_backward(const Tensor& dy, const Tensor& dx, int64_t planes, int64_t hw) override;
 };
 
 /// The one CUDA backend object (registered with the engine at start-up).
 CudaBackend& cuda_backend();
 
-/// Throws unless every defined tensor is on a CUDA device (the same one) and,
-/// when `dtype_ok` is given, has an accepted dtype; returns the device index.
+/// Throws unless every defined tensor is on a CUDA device (the same one);
+/// returns the device index.
 int common_device(const char* op, std::initializer_list<const Tensor*> ts);
 void require_float32(const char* op, const Tensor& t);
 

@@ -91,5 +91,25 @@ void cut_patches_cuda(CudaContext& ctx, DType t, const void* image, const int64_
                       int64_t b, int64_t c, int64_t h, int64_t w, int64_t k, int64_t ph,
                       int64_t pw, int64_t sh, int64_t sw);
 
+// ---- norm_pool.cu ----------------------------------------------------------------
+/// x, y (N, C, S); gamma, beta (C) or null; save_mean, save_rstd (C); running stats (C) or null.
+void batch_norm_training_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* beta, float* y,
+                              float* save_mean, float* save_rstd, float* running_mean, float* running_var, int64_t n,
+                              int64_t c, int64_t s, double momentum, double eps);
+void batch_norm_inference_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* beta,
+                               const float* mean, const float* var, float* y, int64_t n, int64_t c, int64_t s,
+                               double eps);
+/// dx (N, C, S) or null; dgamma, dbeta (C) or null; x may be null when unused.
+void batch_norm_backward_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* dy,
+                              const float* save_mean, const float* save_rstd, float* dx, float* dgamma, float* dbeta,
+                              int64_t n, int64_t c, int64_t s, bool stats_are_constant);
+/// x (N, C, H, W) -> y, indices (N, C, ho, wo); indices may be null.
+void max_pool2d_forward_cuda(CudaContext& ctx, const float* x, float* y, int64_t* indices, const Pool2dGeometry& g);
+/// dx (N, C, H, W) = 0, then += dy at indices.
+void max_pool2d_backward_cuda(CudaContext& ctx, const float* dy, const int64_t* indices, float* dx,
+                              const Pool2dGeometry& g);
+/// dx (planes, hw) = dy (planes) / hw
+void avg_pool2d_global_backward_cuda(CudaContext& ctx, const float* dy, float* dx, int64_t planes, int64_t hw);
+
 }  // namespace cuda
 }  // namespace ipsnet

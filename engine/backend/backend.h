@@ -100,6 +100,14 @@ class Backend {
   virtual void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t stream,
                             uint64_t offset) = 0;
 
+  // ---- patches ------------------------------------------------------------
+  /// out (B, K, C, ph, pw) = patches index (B, K) (int64 ids in the row-major
+  /// grid of stride (sh, sw), engine/math/patches.h) of image (B, C, H, W), all
+  /// contiguous and on this backend's device. Throws on an id outside the grid.
+  /// The base implementation is the CPU loop (engine/backend/cpu/cpu_patches.cpp).
+  virtual void cut_patches(const Tensor& image, const Tensor& index, const Tensor& out, int64_t ph,
+                           int64_t pw, int64_t sh, int64_t sw);
+
   // ---- optimizer ----------------------------------------------------------
   /// One fused AdamW update of contiguous p, g, m, v (engine/math/rows.h).
   virtual void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,

@@ -1,0 +1,261 @@
+// Convolution through cuDNN (legacy convolution API of cuDNN 9):
+// forward, backward data, backward filter (+ bias through cudnnAddTensor and
+// cudnnConvolutionBackwardBias). NCHW float32, OIHW weights, cross-correlation
+// (PyTorch's convolution).
+//
+// Algorithm choice, once per shape key (ConvAlgoKey): the heuristics
+// (cudnnGet*Algorithm_v7) list the candidates and their workspaces; then
+// cudnnFind*AlgorithmEx times them with a workspace taken from the caching
+// allocator, no larger than the biggest candidate under the cap
+// (BackendOptions::conv_workspace_limit_bytes). If that workspace cannot be
+// had, the heuristic order is kept. Execution walks the cached list and
+// skips a candidate whose workspace allocation fails, down to the
+// zero-workspace algorithms.
+// TF32: off by default (CUDNN_FMA_MATH: FMA kernels only); with allow_tf32
+// each algorithm runs with the math type cuDNN reported for it.
+// Accumulate rule: y, dx, dweight, dbias are written (beta = 0); the bias is
+// then added to y (beta = 1).
+#include <algorithm>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cudnn/algo_cache.h"
+#include "engine/backend/device_select.h"
+
+namespace ipsnet {
+namespace cuda {
+
+namespace {
+
+struct ConvDescriptors {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+
+  ConvDescriptors(const CudnnConvParams& p, bool tf32) {
+    IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&x));
+    IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&y));
+    IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&bias));
+    IPSNET_CUDA_CHECK(cudnnCreateFilterDescriptor(&w));
+    IPSNET_CUDA_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p.n, p.c, p.h, p.w));
+    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p.n, p.o, p.ho, p.wo));
+    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, p.o, 1, 1));
+    IPSNET_CUDA_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, p.o, p.c, p.kh, p.kw));
+    IPSNET_CUDA_CHECK(cudnnSetConvolution2dDescriptor(conv, p.ph, p.pw, p.sh, p.sw, p.dh, p.dw,
+                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    // The output size cuDNN derives must be the one the op allocated.
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    IPSNET_CUDA_CHECK(cudnnGetConvolution2dForwardOutputDim(conv, x, w, &on, &oc, &oh, &ow));
+    IPSNET_CHECK(on == p.n && oc == p.o && oh == p.ho && ow == p.wo, "conv2d: cuDNN computes output (", on, ", ",
+                 oc, ", ", oh, ", ", ow, ") but the op allocated (", p.n, ", ", p.o, ", ", p.ho, ", ", p.wo, ")");
+  }
+  ~ConvDescriptors() {
+    if (conv) (void)cudnnDestroyConvolutionDescriptor(conv);
+    if (w) (void)cudnnDestroyFilterDescriptor(w);
+    if (bias) (void)cudnnDestroyTensorDescriptor(bias);
+    if (y) (void)cudnnDestroyTensorDescriptor(y);
+    if (x) (void)cudnnDestroyTensorDescriptor(x);
+  }
+  ConvDescriptors(const ConvDescriptors&) = delete;
+  ConvDescriptors& operator=(const ConvDescriptors&) = delete;
+};
+
+/// Successful results under the cap, in cuDNN's order (fastest first).
+template <typename Perf>
+ConvAlgoList usable(const std::vector<Perf>& perf, int count, size_t cap) {
+  ConvAlgoList out;
+  for (int i = 0; i < count; ++i) {
+    const Perf& r = perf[static_cast<size_t>(i)];
+    if (r.status != CUDNN_STATUS_SUCCESS || r.memory > cap) continue;
+    out.push_back({static_cast<int>(r.algo), r.memory, static_cast<int>(r.mathType)});
+  }
+  return out;
+}
+
+size_t max_workspace(const ConvAlgoList& l) {
+  size_t m = 0;
+  for (const auto& c : l) m = std::max(m, c.workspace);
+  return m;
+}
+
+/// Heuristic list, then timed list (when a workspace for timing can be had).
+/// `get(count, perf*) -> returned`, `find(count, perf*, ws, ws_bytes) -> returned`.
+template <typename Perf, typename Get, typename Find>
+ConvAlgoList choose(const ConvAlgoKey& key, CudaContext& ctx, int max_count, size_t cap, Get&& get, Find&& find) {
+  std::vector<Perf> perf(static_cast<size_t>(std::max(max_count, 1)));
+  int returned = get(static_cast<int>(perf.size()), perf.data());
+  ConvAlgoList heuristic = usable(perf, returned, cap);
+  IPSNET_CHECK(!heuristic.empty(), "cuDNN offers no ", conv_pass_name(key.pass), " algorithm within the ",
+               cap >> 20, " MiB workspace cap for ", key.str());
+  const size_t ws_bytes = max_workspace(heuristic);
+  ScopedDeviceBuffer ws;
+  try {
+    ws = ScopedDeviceBuffer(*ctx.allocator, ws_bytes);
+  } catch (const Error&) {
+    return heuristic;  // no room to time them: trust the heuristics
+  }
+  returned = find(static_cast<int>(perf.size()), perf.data(), ws.data(), ws_bytes);
+  ConvAlgoList timed = usable(perf, returned, std::min(cap, ws_bytes));
+  return timed.empty() ? heuristic : timed;
+}
+
+/// Runs `run(algo, math, ws, ws_bytes)` with the first candidate whose workspace can be allocated.
+template <typename Run>
+void run_with_fallback(const ConvAlgoKey& key, CudaContext& ctx, const ConvDescriptors& d, const ConvAlgoList& list,
+                       Run&& run) {
+  for (const ConvAlgoChoice& ch : list) {
+    ScopedDeviceBuffer ws;
+    if (ch.workspace > 0) {
+      try {
+        ws = ScopedDeviceBuffer(*ctx.allocator, ch.workspace);
+      } catch (const Error&) {
+        continue;  // out of memory even after emptying the cache: try a smaller workspace
+      }
+    }
+    if (key.tf32) IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(ch.math_type)));
+    run(ch.algo, ws.data(), ch.workspace);
+    return;
+  }
+  IPSNET_FAIL("conv2d ", key.str(), ": out of device memory for every algorithm's workspace (",
+              ctx.allocator->stats().str(), ")");
+}
+
+size_t workspace_cap() {
+  const int64_t cap = backend_options().conv_workspace_limit_bytes;
+  return cap > 0 ? static_cast<size_t>(cap) : 0;
+}
+
+}  // namespace
+
+void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
+                                 const Conv2dGeometry& g) {
+  const int dev = common_device("conv2d_forward", {&x, &weight, &bias, &y});
+  for (const Tensor* t : {&x, &weight, &bias, &y}) require_float32("conv2d_forward", *t);
+  if (g.n == 0 || g.o == 0 || g.ho == 0 || g.wo == 0) return;
+  const CudnnConvParams p = cudnn_conv_params(g);
+  DeviceGuard guard(dev);
+  CudaContext& ctx = context(dev);
+  const bool tf32 = backend_options().allow_tf32;
+  const size_t cap = workspace_cap();
+  ConvDescriptors d(p, tf32);
+  const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::Forward, dev, tf32, static_cast<int64_t>(cap), g);
+  ConvAlgoList list = conv_algo_cache().get(key, [&] {
+    int max_count = 0;
+    IPSNET_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &max_count));
+    return choose<cudnnConvolutionFwdAlgoPerf_t>(
+        key, ctx, max_count, cap,
+        [&](int n, cudnnConvolutionFwdAlgoPerf_t* perf) {
+          int r = 0;
+          IPSNET_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn, d.x, d.w, d.conv, d.y, n, &r, perf));
+          return r;
+        },
+        [&](int n, cudnnConvolutionFwdAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+          int r = 0;
+          IPSNET_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, d.x, x.data<float>(), d.w,
+                                                                   weight.data<float>(), d.conv, d.y, y.data<float>(),
+                                                                   n, &r, perf, ws, ws_bytes));
+          return r;
+        });
+  });
+  const float one = 1.0f, zero = 0.0f;
+  run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
+    IPSNET_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn, &one, d.x, x.data<float>(), d.w, weight.data<float>(), d.conv,
+                                              static_cast<cudnnConvolutionFwdAlgo_t>(algo), ws, ws_bytes, &zero, d.y,
+                                              y.data<float>()));
+  });
+  if (bias.defined())
+    IPSNET_CUDA_CHECK(cudnnAddTensor(ctx.cudnn, &one, d.bias, bias.data<float>(), &one, d.y, y.data<float>()));
+}
+
+void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
+                                       const Conv2dGeometry& g) {
+  const int dev = common_device("conv2d_backward_data", {&dy, &weight, &dx});
+  for (const Tensor* t : {&dy, &weight, &dx}) require_float32("conv2d_backward_data", *t);
+  if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0) return;
+  const CudnnConvParams p = cudnn_conv_params(g);
+  DeviceGuard guard(dev);
+  CudaContext& ctx = context(dev);
+  const bool tf32 = backend_options().allow_tf32;
+  const size_t cap = workspace_cap();
+  ConvDescriptors d(p, tf32);
+  const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::BackwardData, dev, tf32, static_cast<int64_t>(cap), g);
+  ConvAlgoList list = conv_algo_cache().get(key, [&] {
+    int max_count = 0;
+    IPSNET_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(ctx.cudnn, &max_count));
+    return choose<cudnnConvolutionBwdDataAlgoPerf_t>(
+        key, ctx, max_count, cap,
+        [&](int n, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+          int r = 0;
+          IPSNET_CUDA_CHECK(
+              cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.cudnn, d.w, d.y, d.conv, d.x, n, &r, perf));
+          return r;
+        },
+        [&](int n, cudnnConvolutionBwdDataAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+          int r = 0;
+          IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, d.w, weight.data<float>(), d.y,
+                                                                        dy.data<float>(), d.conv, d.x, dx.data<float>(),
+                                                                        n, &r, perf, ws, ws_bytes));
+          return r;
+        });
+  });
+  const float one = 1.0f, zero = 0.0f;
+  run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
+    IPSNET_CUDA_CHECK(cudnnConvolutionBackwardData(ctx.cudnn, &one, d.w, weight.data<float>(), d.y, dy.data<float>(),
+                                                   d.conv, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), ws,
+                                                   ws_bytes, &zero, d.x, dx.data<float>()));
+  });
+}
+
+void CudaBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
+                                         const Tensor& dbias, const Conv2dGeometry& g) {
+  const int dev = common_device("conv2d_backward_weight", {&x, &dy, &dweight, &dbias});
+  for (const Tensor* t : {&x, &dy, &dweight, &dbias}) require_float32("conv2d_backward_weight", *t);
+  DeviceGuard guard(dev);
+  CudaContext& ctx = context(dev);
+  if (g.n == 0 || g.ho == 0 || g.wo == 0) {
+    // No output positions: the gradients are zero.
+    if (dweight.defined()) fill(dweight, 0.0);
+    if (dbias.defined()) fill(dbias, 0.0);
+    return;
+  }
+  const CudnnConvParams p = cudnn_conv_params(g);
+  const bool tf32 = backend_options().allow_tf32;
+  const size_t cap = workspace_cap();
+  ConvDescriptors d(p, tf32);
+  const float one = 1.0f, zero = 0.0f;
+  if (dweight.defined()) {
+    const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::BackwardFilter, dev, tf32, static_cast<int64_t>(cap), g);
+    ConvAlgoList list = conv_algo_cache().get(key, [&] {
+      int max_count = 0;
+      IPSNET_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(ctx.cudnn, &max_count));
+      return choose<cudnnConvolutionBwdFilterAlgoPerf_t>(
+          key, ctx, max_count, cap,
+          [&](int n, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+            int r = 0;
+            IPSNET_CUDA_CHECK(
+                cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx.cudnn, d.x, d.y, d.conv, d.w, n, &r, perf));
+            return r;
+          },
+          [&](int n, cudnnConvolutionBwdFilterAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+            int r = 0;
+            IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                ctx.cudnn, d.x, x.data<float>(), d.y, dy.data<float>(), d.conv, d.w, dweight.data<float>(), n, &r,
+                perf, ws, ws_bytes));
+            return r;
+          });
+    });
+    run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
+      IPSNET_CUDA_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, d.x, x.data<float>(), d.y, dy.data<float>(),
+                                                       d.conv, static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), ws,
+                                                       ws_bytes, &zero, d.w, dweight.data<float>()));
+    });
+  }
+  if (dbias.defined())
+    IPSNET_CUDA_CHECK(
+        cudnnConvolutionBackwardBias(ctx.cudnn, &one, d.y, dy.data<float>(), &zero, d.bias, dbias.data<float>()));
+}
+
+}  // namespace cuda
+}  // namespace ipsnet
