@@ -54,6 +54,8 @@ class Trainer {
   EvalResult evaluate(const std::string& split, const std::string& predictions_csv = "");
   /// Selection on the given images of a split (eval mode), for attention maps and tests.
   SelectionResult select(const std::string& split, const std::vector<int64_t>& ids, bool score_all);
+  /// The training images of an epoch in visiting order (seeded by epoch).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
   /// Saves a checkpoint with optimizer state, epoch and position.
   void save_checkpoint(const std::string& path) const;
 
@@ -79,7 +81,6 @@ class Trainer {
   /// Forward of the training pass: logits per task (and the extra losses when enabled).
   Tensor forward_loss(const Tensor& patches, const Tensor& idx, const std::map<std::string, Tensor>& targets,
                       std::map<std::string, Tensor>* logits, std::map<std::string, double>* task_losses);
-  std::vector<int64_t> epoch_order(int64_t epoch) const;
   void log_line(const std::string& line) const;
   void write_epoch_metrics(int64_t epoch, const EvalResult& train, const EvalResult& test, double lr,
                            double seconds, double peak_mib) const;
