@@ -131,6 +131,12 @@ void conv_backward_weight_ref(CpuBackend& be, const Tensor& x, const Tensor& dy,
 }
 
 // ---- oneDNN ------------------------------------------------------------------
+// Primitives are built with format_tag::any so oneDNN picks its blocked
+// layouts (nChw16c, OIhw16i16o, ...) and its direct JIT kernels; tensors stay
+// plain NCHW/OIHW in the engine, so operands are reordered in and results out
+// through scratch buffers from the engine allocator (counted in its stats).
+// With plain layouts oneDNN 2.6 falls back to its gemm convolution, about
+// half as fast at these shapes (see bench_conv).
 
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
@@ -139,7 +145,7 @@ memory::dims src_dims(const Conv2dGeometry& g) { return {g.n, g.c, g.h, g.w}; }
 memory::dims wei_dims(const Conv2dGeometry& g) { return {g.o, g.c, g.kh, g.kw}; }
 memory::dims dst_dims(const Conv2dGeometry& g) { return {g.n, g.o, g.ho, g.wo}; }
 
-memory::desc plain(const memory::dims& d, tag t) { return {d, memory::data_type::f32, t}; }
+memory::desc any_md(const memory::dims& d) { return {d, memory::data_type::f32, tag::any}; }
 
 // PyTorch's symmetric padding: padding_r = padding_l gives oneDNN's
 // floor((H - span + 2p) / s) + 1 = ho, the same rounding as PyTorch.
@@ -147,20 +153,52 @@ dnnl::convolution_forward::desc conv_fwd_desc(const Conv2dGeometry& g, bool with
   const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
   if (with_bias)
     return {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-            plain(src_dims(g), tag::nchw), plain(wei_dims(g), tag::oihw), plain({g.o}, tag::x),
-            plain(dst_dims(g), tag::nchw), strides, dil, pad, pad};
+            any_md(src_dims(g)), any_md(wei_dims(g)), {{g.o}, memory::data_type::f32, tag::x},
+            any_md(dst_dims(g)), strides, dil, pad, pad};
   return {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-          plain(src_dims(g), tag::nchw), plain(wei_dims(g), tag::oihw),
-          plain(dst_dims(g), tag::nchw), strides, dil, pad, pad};
+          any_md(src_dims(g)), any_md(wei_dims(g)), any_md(dst_dims(g)), strides, dil, pad, pad};
 }
 
+// A plain tensor seen in the layout a primitive wants: the tensor itself when
+// the layouts agree, else a scratch buffer that is reordered into (inputs) or
+// out of (outputs, by finish()).
+class Operand {
+ public:
+  Operand(const Tensor& t, const memory::dims& dims, tag plain, const memory::desc& want)
+      : user_(cpu::wrap(t, dims, plain)) {
+    if (want == user_.get_desc()) {
+      mem_ = user_;
+      return;
+    }
+    scratch_ = Tensor::empty({static_cast<int64_t>((want.get_size() + 3) / 4)}, DType::Float32);
+    mem_ = memory(want, cpu::onednn_engine(), scratch_.raw_data());
+  }
+  /// For inputs: reorders the tensor into the primitive's layout.
+  Operand& load() {
+    if (scratch_.defined()) dnnl::reorder(user_, mem_).execute(cpu::onednn_stream(), user_, mem_);
+    return *this;
+  }
+  /// For outputs: reorders the primitive's result back into the tensor.
+  void finish() {
+    if (scratch_.defined()) dnnl::reorder(mem_, user_).execute(cpu::onednn_stream(), mem_, user_);
+  }
+  const memory& mem() const { return mem_; }
+
+ private:
+  memory user_, mem_;
+  Tensor scratch_;
+};
+
 struct ConvFwd {
+  dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
 };
 struct ConvBwdData {
+  dnnl::convolution_backward_data::primitive_desc pd;
   dnnl::convolution_backward_data prim;
 };
 struct ConvBwdWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
   dnnl::convolution_backward_weights prim;
 };
 
@@ -170,13 +208,18 @@ void conv_forward_onednn(const Tensor& x, const Tensor& weight, const Tensor& bi
   try {
     auto e = cpu::onednn_cached<ConvFwd>(str_cat("conv_fwd ", g.str(), with_bias ? " b" : ""), [&] {
       dnnl::convolution_forward::primitive_desc pd(conv_fwd_desc(g, with_bias), cpu::onednn_engine());
-      return ConvFwd{dnnl::convolution_forward(pd)};
+      return ConvFwd{pd, dnnl::convolution_forward(pd)};
     });
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, cpu::wrap(x, src_dims(g), tag::nchw)},
-                                         {DNNL_ARG_WEIGHTS, cpu::wrap(weight, wei_dims(g), tag::oihw)},
-                                         {DNNL_ARG_DST, cpu::wrap(y, dst_dims(g), tag::nchw)}};
+    Operand src(x, src_dims(g), tag::nchw, e->pd.src_desc());
+    Operand wei(weight, wei_dims(g), tag::oihw, e->pd.weights_desc());
+    Operand dst(y, dst_dims(g), tag::nchw, e->pd.dst_desc());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.load().mem()},
+                                         {DNNL_ARG_WEIGHTS, wei.load().mem()},
+                                         {DNNL_ARG_DST, dst.mem()}};
     if (with_bias) args.emplace(DNNL_ARG_BIAS, cpu::wrap(bias, {g.o}, tag::x));
-    cpu::onednn_run(e->prim, args);
+    e->prim.execute(cpu::onednn_stream(), args);
+    dst.finish();
+    cpu::onednn_stream().wait();
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_forward", g.str(), err);
   }
@@ -188,15 +231,20 @@ void conv_backward_data_onednn(const Tensor& dy, const Tensor& weight, const Ten
     auto e = cpu::onednn_cached<ConvBwdData>(str_cat("conv_bwd_data ", g.str()), [&] {
       dnnl::convolution_forward::primitive_desc hint(conv_fwd_desc(g, false), cpu::onednn_engine());
       const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
-      dnnl::convolution_backward_data::desc d(
-          dnnl::algorithm::convolution_direct, plain(src_dims(g), tag::nchw),
-          plain(wei_dims(g), tag::oihw), plain(dst_dims(g), tag::nchw), strides, dil, pad, pad);
+      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct,
+                                              any_md(src_dims(g)), any_md(wei_dims(g)),
+                                              any_md(dst_dims(g)), strides, dil, pad, pad);
       dnnl::convolution_backward_data::primitive_desc pd(d, cpu::onednn_engine(), hint);
-      return ConvBwdData{dnnl::convolution_backward_data(pd)};
+      return ConvBwdData{pd, dnnl::convolution_backward_data(pd)};
     });
-    cpu::onednn_run(e->prim, {{DNNL_ARG_DIFF_DST, cpu::wrap(dy, dst_dims(g), tag::nchw)},
-                              {DNNL_ARG_WEIGHTS, cpu::wrap(weight, wei_dims(g), tag::oihw)},
-                              {DNNL_ARG_DIFF_SRC, cpu::wrap(dx, src_dims(g), tag::nchw)}});
+    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
+    Operand wei(weight, wei_dims(g), tag::oihw, e->pd.weights_desc());
+    Operand dsrc(dx, src_dims(g), tag::nchw, e->pd.diff_src_desc());
+    e->prim.execute(cpu::onednn_stream(), {{DNNL_ARG_DIFF_DST, ddst.load().mem()},
+                                           {DNNL_ARG_WEIGHTS, wei.load().mem()},
+                                           {DNNL_ARG_DIFF_SRC, dsrc.mem()}});
+    dsrc.finish();
+    cpu::onednn_stream().wait();
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_backward_data", g.str(), err);
   }
@@ -215,22 +263,25 @@ void conv_backward_weight_onednn(const Tensor& x, const Tensor& dy, const Tensor
           const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
           auto d = with_bias
                        ? dnnl::convolution_backward_weights::desc(
-                             dnnl::algorithm::convolution_direct, plain(src_dims(g), tag::nchw),
-                             plain(wei_dims(g), tag::oihw), plain({g.o}, tag::x),
-                             plain(dst_dims(g), tag::nchw), strides, dil, pad, pad)
+                             dnnl::algorithm::convolution_direct, any_md(src_dims(g)),
+                             any_md(wei_dims(g)), {{g.o}, memory::data_type::f32, tag::x},
+                             any_md(dst_dims(g)), strides, dil, pad, pad)
                        : dnnl::convolution_backward_weights::desc(
-                             dnnl::algorithm::convolution_direct, plain(src_dims(g), tag::nchw),
-                             plain(wei_dims(g), tag::oihw), plain(dst_dims(g), tag::nchw), strides,
-                             dil, pad, pad);
+                             dnnl::algorithm::convolution_direct, any_md(src_dims(g)),
+                             any_md(wei_dims(g)), any_md(dst_dims(g)), strides, dil, pad, pad);
           dnnl::convolution_backward_weights::primitive_desc pd(d, cpu::onednn_engine(), hint);
-          return ConvBwdWeights{dnnl::convolution_backward_weights(pd)};
+          return ConvBwdWeights{pd, dnnl::convolution_backward_weights(pd)};
         });
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, cpu::wrap(x, src_dims(g), tag::nchw)},
-        {DNNL_ARG_DIFF_DST, cpu::wrap(dy, dst_dims(g), tag::nchw)},
-        {DNNL_ARG_DIFF_WEIGHTS, cpu::wrap(dw, wei_dims(g), tag::oihw)}};
+    Operand src(x, src_dims(g), tag::nchw, e->pd.src_desc());
+    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
+    Operand dwei(dw, wei_dims(g), tag::oihw, e->pd.diff_weights_desc());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.load().mem()},
+                                         {DNNL_ARG_DIFF_DST, ddst.load().mem()},
+                                         {DNNL_ARG_DIFF_WEIGHTS, dwei.mem()}};
     if (with_bias) args.emplace(DNNL_ARG_DIFF_BIAS, cpu::wrap(dbias, {g.o}, tag::x));
-    cpu::onednn_run(e->prim, args);
+    e->prim.execute(cpu::onednn_stream(), args);
+    dwei.finish();
+    cpu::onednn_stream().wait();
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_backward_weight", g.str(), err);
   }
