@@ -72,6 +72,21 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
   NoGradGuard ng;
   const bool was_training = net.is_training();
   net.eval();
+  // BatchNorm folding for the duration of the selection (restored on return or throw).
+  struct FoldScope {
+    ResNet* resnet = nullptr;
+    bool before = false;
+    ~FoldScope() {
+      if (resnet) resnet->set_fold_bn(before);
+    }
+  } fold_scope;
+  if (opt.fold_bn) {
+    if (auto* resnet = dynamic_cast<ResNet*>(net.encoder_.get())) {
+      fold_scope.resnet = resnet;
+      fold_scope.before = resnet->fold_bn();
+      resnet->set_fold_bn(true);
+    }
+  }
   SelectionResult res;
   Tensor zero_emb;
   if (opt.dedup_zero) {

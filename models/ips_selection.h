@@ -38,6 +38,11 @@ struct IPSOptions {
   /// Exact shortcut: all-zero patches are encoded once per selection and the
   /// embedding reused (eval-mode BatchNorm makes the embedding a constant).
   bool dedup_zero = true;
+  /// Exact shortcut: a ResNet encoder runs with its eval-mode BatchNorms folded
+  /// into the convolutions during selection (ResNet::set_fold_bn); the
+  /// encoder's own setting is restored afterwards. Same selected patches up to
+  /// float rounding of the scores.
+  bool fold_bn = false;
   /// Also score every patch in one pass over all N (for attention maps).
   bool score_all = false;
 };

@@ -32,6 +32,37 @@ void for_each_bn(Module& m, const std::function<void(BatchNormBase&)>& f) {
   for (auto& c : m.named_children()) for_each_bn(*c.second, f);
 }
 
+// True when a block folds its BatchNorms: switched on, eval mode, no autograd.
+bool folding(bool fold_bn, bool training) { return fold_bn && !training && !grad_enabled(); }
+
+// bn(conv(x)) with eval-mode BatchNorm folded into the convolution:
+//   s = gamma / sqrt(running_var + eps)            (O)
+//   w' = w * s[o]                                  (O, I, kh, kw)
+//   b' = beta + (b - running_mean) * s             (O)
+// Falls back to the two layers when the BatchNorm has no running statistics.
+// x: (N, I, H, W) -> (N, O, Ho, Wo)
+Tensor conv_bn(Conv2d& conv, BatchNormBase& bn, const Tensor& x, bool fold) {
+  if (!fold || !bn.running_mean_.defined()) return bn.forward(conv.forward(x));
+  const int64_t O = conv.weight_.size(0);
+  Tensor s = ops::div(Tensor::ones({O}, conv.weight_.dtype(), conv.weight_.device()),
+                      ops::sqrt(ops::add(bn.running_var_, bn.options().eps())));  // (O)
+  if (bn.weight_.defined()) s = ops::mul(s, bn.weight_);
+  Tensor w = ops::mul(conv.weight_, s.reshape({O, 1, 1, 1}));  // (O, I, kh, kw)
+  Tensor shift = conv.bias_.defined() ? ops::sub(conv.bias_, bn.running_mean_) : ops::neg(bn.running_mean_);
+  Tensor b = ops::mul(shift, s);  // (O)
+  if (bn.bias_.defined()) b = ops::add(b, bn.bias_);
+  const Conv2dOptions& o = conv.options();
+  return ops::conv2d(x, w, b, o.stride(), o.padding(), o.dilation());
+}
+
+// The downsample branch (Conv2d 1x1 + BatchNorm2d) with optional folding.
+Tensor downsample_forward(Sequential& ds, const Tensor& x, bool fold) {
+  auto* conv = dynamic_cast<Conv2d*>(ds[0].get());
+  auto* bn = dynamic_cast<BatchNormBase*>(ds[1].get());
+  if (!fold || conv == nullptr || bn == nullptr) return ds.forward(x);
+  return conv_bn(*conv, *bn, x, true);
+}
+
 }  // namespace
 
 BasicBlock::BasicBlock(int64_t inplanes, int64_t planes, int64_t stride, bool downsample, Generator& gen,
@@ -46,9 +77,10 @@ BasicBlock::BasicBlock(int64_t inplanes, int64_t planes, int64_t stride, bool do
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));
-  out = bn2_->forward(conv2_->forward(out));
-  Tensor identity = downsample_ ? downsample_->forward(x) : x;
+  const bool fold = folding(fold_bn_, training_);
+  Tensor out = ops::relu(conv_bn(*conv1_, *bn1_, x, fold));
+  out = conv_bn(*conv2_, *bn2_, out, fold);
+  Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
   return ops::relu(out + identity);
 }
 
@@ -68,10 +100,11 @@ Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, bool do
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));
-  out = ops::relu(bn2_->forward(conv2_->forward(out)));
-  out = bn3_->forward(conv3_->forward(out));
-  Tensor identity = downsample_ ? downsample_->forward(x) : x;
+  const bool fold = folding(fold_bn_, training_);
+  Tensor out = ops::relu(conv_bn(*conv1_, *bn1_, x, fold));
+  out = ops::relu(conv_bn(*conv2_, *bn2_, out, fold));
+  out = conv_bn(*conv3_, *bn3_, out, fold);
+  Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
   return ops::relu(out + identity);
 }
 
@@ -113,7 +146,7 @@ Tensor ResNet::forward(const Tensor& x) {
   check_defined(x, "ResNet", "x");
   IPSNET_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "ResNet: input ", shape_str(x.shape()),
                " must be (N, ", options_.in_channels(), ", h, w)");
-  Tensor y = ops::relu(bn1_->forward(conv1_->forward(x)));
+  Tensor y = ops::relu(conv_bn(*conv1_, *bn1_, x, folding(fold_bn_, training_)));
   y = ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
   for (auto& layer : layers_) y = layer->forward(y);
   return ops::adaptive_avg_pool2d_1x1(y).flatten(1);  // (N, C_out)
@@ -121,6 +154,15 @@ Tensor ResNet::forward(const Tensor& x) {
 
 void ResNet::set_bn_stats_frozen(bool on) {
   for_each_bn(*this, [on](BatchNormBase& bn) { bn.freeze_stats(on); });
+}
+
+void ResNet::set_fold_bn(bool on) {
+  fold_bn_ = on;
+  for (auto& layer : layers_)
+    for (size_t i = 0; i < layer->size(); ++i) {
+      if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) b->fold_bn_ = on;
+      if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) b->fold_bn_ = on;
+    }
 }
 
 void ResNet::freeze_backbone(int n_trainable_stages) {

@@ -35,6 +35,7 @@ class BasicBlock : public Module {
   std::shared_ptr<Conv2d> conv1_, conv2_;
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
   std::shared_ptr<Sequential> downsample_;  // Conv2d 1x1 + BatchNorm2d, or null
+  bool fold_bn_ = false;                    // set by ResNet::set_fold_bn
 };
 
 /// torchvision Bottleneck (v1.5): children conv1 (1x1), bn1, conv2 (3x3,
@@ -48,6 +49,7 @@ class Bottleneck : public Module {
   std::shared_ptr<Conv2d> conv1_, conv2_, conv3_;
   std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
   std::shared_ptr<Sequential> downsample_;  // or null
+  bool fold_bn_ = false;                    // set by ResNet::set_fold_bn
 };
 
 /// The truncated ResNet encoder. Initialisation as torchvision: convs
@@ -70,6 +72,16 @@ class ResNet : public Module {
   /// Sets BatchNorm::freeze_stats on every BatchNorm of the encoder.
   void set_bn_stats_frozen(bool on);
 
+  /// Exact shortcut for no-grad eval-mode forwards (IPS selection): every
+  /// conv + BatchNorm pair runs as one conv with the BatchNorm folded in,
+  /// w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps).
+  /// The folded weights are recomputed from the current parameters and running
+  /// statistics at every forward (cheap next to the convolutions), so they are
+  /// never stale after an optimizer step. Training-mode or grad-enabled
+  /// forwards are unaffected. Off by default.
+  void set_fold_bn(bool on);
+  bool fold_bn() const { return fold_bn_; }
+
   std::shared_ptr<Conv2d> conv1_;
   std::shared_ptr<BatchNorm2d> bn1_;
   std::vector<std::shared_ptr<Sequential>> layers_;  // layer1..layer{n_res_blocks}
@@ -77,6 +89,7 @@ class ResNet : public Module {
  private:
   ResNetOptions options_;
   int64_t out_channels_ = 0;
+  bool fold_bn_ = false;
 };
 
 }  // namespace ipsnet
