@@ -1,6 +1,9 @@
-// `ipsnet generate-data`: Megapixel MNIST in the ats, ips and pineneedle styles.
+// `ipsnet generate-data`: Megapixel MNIST in the ats, ips and pineneedle
+// styles, and `mnist` (one digit per image resized to the canvas, the IPS
+// example notebook's setting).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,17 +55,23 @@ class Progress {
 int run_generate(const std::vector<std::string>& args) {
   ArgParser p("generate-data",
               "Generate Megapixel MNIST from real MNIST digits in the attention-sampling (ats), IPS (ips) or\n"
-              "dissertation (pineneedle) style, as a sparse, memory-mappable ipsnet dataset.");
+              "dissertation (pineneedle) style, or plain MNIST resized to the canvas (mnist: one digit per\n"
+              "image, bilinear, the IPS example notebook's 500x500 setting), as a sparse, memory-mappable\n"
+              "ipsnet dataset.");
   p.add_positional("OUT_DIR", "output directory (must not exist unless --force)");
-  p.add_option("style", "ips", "ats | ips | pineneedle");
-  p.add_option("n-train", "5000", "images in the training split");
-  p.add_option("n-test", "1000", "images in the test split");
-  p.add_option("width", "", "canvas width (default: 1500; pineneedle 3000)");
-  p.add_option("height", "", "canvas height (default: 1500; pineneedle 3000)");
+  p.add_option("style", "ips", "ats | ips | pineneedle | mnist");
+  p.add_option("n-train", "",
+               "images in the training split (default: 5000; mnist 10000, the notebook's subset, capped to the "
+               "train digits available)");
+  p.add_option("n-test", "", "images in the test split (default: 1000; mnist 1000, capped to the test digits)");
+  p.add_option("width", "", "canvas width (default: 1500; pineneedle 3000; mnist 500)");
+  p.add_option("height", "", "canvas height (default: 1500; pineneedle 3000; mnist 500)");
   p.add_option("scale", "0.12", "scale of the low-resolution view (ats)");
   p.add_flag("no-noise", "do not add noise");
   p.add_option("seed", "0", "dataset seed: train uses seed+1, test uses seed");
-  p.add_option("n-noise", "", "noise placements per image (default: 50; pineneedle 800, also its bank size)");
+  p.add_option("n-noise", "",
+               "noise placements per image (default: 50; pineneedle 800, also its bank size; mnist 0, > 0 adds "
+               "the ips line noise under the digit)");
   p.add_option("digit-size", "", "digit box side in px (pineneedle; default 28)");
   p.add_option("o2i", "", "pineneedle: object-to-image ratio in percent; sets digit-size = round(sqrt(o2i/100*H*W))");
   p.add_option("noise-size", "", "noise pattern side in px (pineneedle; default: digit-size)");
@@ -76,12 +85,13 @@ int run_generate(const std::vector<std::string>& args) {
   p.set_epilog(
       "Digits are searched in --mnist DIR, else $IPSNET_MNIST_DIR, else the cache filled by\n"
       "scripts/get_mnist.sh (${IPSNET_CACHE:-$HOME/.cache/ipsnet}/mnist). See docs/data.md.\n\n"
-      "example: ipsnet generate-data --style ats --width 500 --height 500 --no-noise --scale 0.2 /tmp/mnist-small");
+      "example: ipsnet generate-data --style ats --width 500 --height 500 --no-noise --scale 0.2 /tmp/mnist-small\n"
+      "         ipsnet generate-data --style mnist /tmp/mnist500   # 10000 + 1000 digits resized to 500x500");
   if (!p.parse(args)) return 0;
 
   data::MegapixelOptions o = data::default_options(p.get_string("style"));
-  o.n_train = p.get_int64("n-train");
-  o.n_test = p.get_int64("n-test");
+  if (p.is_set("n-train")) o.n_train = p.get_int64("n-train");
+  if (p.is_set("n-test")) o.n_test = p.get_int64("n-test");
   if (p.is_set("width")) o.width = p.get_int64("width");
   if (p.is_set("height")) o.height = p.get_int64("height");
   o.scale = p.get_double("scale");
@@ -115,6 +125,15 @@ int run_generate(const std::vector<std::string>& args) {
   IPSNET_CHECK(force || !std::filesystem::exists(out), "output '", out,
                "' already exists; pass --force to replace it");
   data::DigitSource src = data::find_digit_source(p.get_string("mnist"), p.get_string("digits"));
+  if (o.style == "mnist") {
+    // One digit per image: the default split sizes shrink to the digits available
+    // (the npm package has 7,996 train / 2,004 test); explicit sizes are checked.
+    if (!p.is_set("n-train")) o.n_train = std::min(o.n_train, src.train.size());
+    if (!p.is_set("n-test")) o.n_test = std::min(o.n_test, src.test.size());
+    IPSNET_CHECK(o.n_train <= src.train.size() && o.n_test <= src.test.size(), "--style mnist shows one digit per ",
+                 "image: --n-train ", o.n_train, " / --n-test ", o.n_test, " exceed the ", src.train.size(),
+                 " train / ", src.test.size(), " test digits of ", src.path);
+  }
   bool quiet = p.get_flag("quiet");
   if (!quiet)
     std::fprintf(stderr,
@@ -123,8 +142,9 @@ int run_generate(const std::vector<std::string>& args) {
                  o.style.c_str(), static_cast<long long>(o.height), static_cast<long long>(o.width),
                  static_cast<long long>(o.n_train), static_cast<long long>(o.n_test), src.name.c_str(),
                  src.kind.c_str(), src.path.c_str(), static_cast<long long>(src.train.size()),
-                 static_cast<long long>(src.test.size()), static_cast<long long>(o.digit_size),
-                 o.noise ? std::to_string(o.n_noise).c_str() : "off");
+                 static_cast<long long>(src.test.size()),
+                 static_cast<long long>(o.style == "mnist" ? std::min(o.height, o.width) : o.digit_size),
+                 o.noise && o.n_noise > 0 ? std::to_string(o.n_noise).c_str() : "off");
   Progress progress(quiet);
   auto previews = [&](const std::string& tmp) {
     if (preview == 0) return;
@@ -153,7 +173,8 @@ int run_generate(const std::vector<std::string>& args) {
   return 0;
 }
 
-CommandRegistrar reg("generate-data", "generate Megapixel MNIST (ats | ips | pineneedle)", run_generate);
+CommandRegistrar reg("generate-data", "generate Megapixel MNIST (ats | ips | pineneedle) or resized MNIST (mnist)",
+                     run_generate);
 
 }  // namespace
 }  // namespace app

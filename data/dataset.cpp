@@ -50,11 +50,13 @@ int style_code(const std::string& s) {
   if (s == "ats") return 0;
   if (s == "ips") return 1;
   if (s == "pineneedle") return 2;
-  IPSNET_FAIL("dataset style must be ats, ips or pineneedle, got '", s, "'");
+  if (s == "mnist") return 3;
+  IPSNET_FAIL("dataset style must be ats, ips, pineneedle or mnist, got '", s, "'");
 }
 std::string style_name(uint32_t c) {
-  static const char* names[] = {"ats", "ips", "pineneedle"};
-  IPSNET_CHECK(c < 3, "dataset header has style code ", c, ", expected 0 (ats), 1 (ips) or 2 (pineneedle)");
+  static const char* names[] = {"ats", "ips", "pineneedle", "mnist"};
+  IPSNET_CHECK(c < 4, "dataset header has style code ", c,
+               ", expected 0 (ats), 1 (ips), 2 (pineneedle) or 3 (mnist)");
   return names[c];
 }
 

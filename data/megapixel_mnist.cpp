@@ -31,7 +31,16 @@ MegapixelOptions default_options(const std::string& style) {
   MegapixelOptions o;
   o.style = style;
   if (style == "ats" || style == "ips") return o;
-  IPSNET_CHECK(style == "pineneedle", "--style must be ats, ips or pineneedle, got '", style, "'");
+  if (style == "mnist") {  // the IPS example notebook: MNIST resized to 500x500, a 10,000-image train subset
+    o.width = o.height = 500;
+    o.n_train = 10000;
+    o.n_test = 1000;
+    o.n_noise = 0;
+    return o;
+  }
+  IPSNET_CHECK(style == "pineneedle",
+               "--style must be ats, ips or pineneedle (Megapixel MNIST) or mnist (one resized digit), got '", style,
+               "'");
   o.width = o.height = 3000;
   o.n_noise = 800;
   o.digit_size = 28;
@@ -41,8 +50,9 @@ MegapixelOptions default_options(const std::string& style) {
 }
 
 void validate_options(const MegapixelOptions& o) {
-  IPSNET_CHECK(o.style == "ats" || o.style == "ips" || o.style == "pineneedle",
-               "--style must be ats, ips or pineneedle, got '", o.style, "'");
+  IPSNET_CHECK(o.style == "ats" || o.style == "ips" || o.style == "pineneedle" || o.style == "mnist",
+               "--style must be ats, ips or pineneedle (Megapixel MNIST) or mnist (one resized digit), got '", o.style,
+               "'");
   IPSNET_CHECK(o.n_train >= 0 && o.n_test >= 0, "--n-train ", o.n_train, " and --n-test ", o.n_test,
                " must be non-negative");
   IPSNET_CHECK(o.n_train + o.n_test > 0, "--n-train and --n-test are both 0: nothing to generate");
@@ -52,12 +62,14 @@ void validate_options(const MegapixelOptions& o) {
   IPSNET_CHECK(d >= 1, "--digit-size must be >= 1, got ", d);
   IPSNET_CHECK(o.style == "pineneedle" || d == kDigitSide, "--digit-size ", d, " is only supported by --style",
                " pineneedle; ", o.style, " uses 28x28 MNIST digits");
-  IPSNET_CHECK(d <= o.height && d <= o.width, "--digit-size ", d, " is larger than the ", o.height, "x", o.width,
-               " canvas");
-  // At most floor(H/d) * floor(W/d) axis-parallel d x d squares fit without overlap.
-  IPSNET_CHECK((o.height / d) * (o.width / d) >= kDigitsPerImage, "the ", o.height, "x", o.width,
-               " canvas cannot hold ", kDigitsPerImage, " non-overlapping ", d, "x", d,
-               " digits (at most ", (o.height / d) * (o.width / d), " fit); enlarge the canvas or shrink --digit-size");
+  if (o.style != "mnist") {  // mnist: one digit resized to the whole canvas, any size
+    IPSNET_CHECK(d <= o.height && d <= o.width, "--digit-size ", d, " is larger than the ", o.height, "x", o.width,
+                 " canvas");
+    // At most floor(H/d) * floor(W/d) axis-parallel d x d squares fit without overlap.
+    IPSNET_CHECK((o.height / d) * (o.width / d) >= kDigitsPerImage, "the ", o.height, "x", o.width,
+                 " canvas cannot hold ", kDigitsPerImage, " non-overlapping ", d, "x", d, " digits (at most ",
+                 (o.height / d) * (o.width / d), " fit); enlarge the canvas or shrink --digit-size");
+  }
   IPSNET_CHECK(o.n_noise >= 0, "--n-noise must be >= 0, got ", o.n_noise);
   if (o.style == "ats") {
     IPSNET_CHECK(o.scale > 0 && o.scale <= 1, "--scale must be in (0, 1], got ", o.scale);
@@ -261,6 +273,39 @@ std::vector<float> rescale_antialias(const float* src, int64_t side, double scal
   return dst;
 }
 
+void resize_bilinear(const float* src, int64_t in_h, int64_t in_w, float* dst, int64_t out_h, int64_t out_w) {
+  // Per axis: source index pair and weight of the second, from the
+  // half-pixel mapping x = (o + 0.5) * in / out - 0.5, clamped at the edges.
+  struct Tap {
+    int64_t i0, i1;
+    double f;
+  };
+  auto taps = [](int64_t in, int64_t out) {
+    std::vector<Tap> t(out);
+    double s = static_cast<double>(in) / out;
+    for (int64_t o = 0; o < out; ++o) {
+      double x = std::max((o + 0.5) * s - 0.5, 0.0);
+      int64_t i0 = std::min<int64_t>(static_cast<int64_t>(x), in - 1);
+      int64_t i1 = std::min<int64_t>(i0 + 1, in - 1);
+      t[o] = {i0, i1, i1 == i0 ? 0.0 : x - i0};
+    }
+    return t;
+  };
+  auto tr = taps(in_h, out_h), tc = taps(in_w, out_w);
+  for (int64_t orow = 0; orow < out_h; ++orow) {
+    const Tap& a = tr[orow];
+    const float* r0 = src + a.i0 * in_w;
+    const float* r1 = src + a.i1 * in_w;
+    float* out = dst + orow * out_w;
+    for (int64_t oc = 0; oc < out_w; ++oc) {
+      const Tap& b = tc[oc];
+      double top = (1 - b.f) * r0[b.i0] + b.f * r0[b.i1];
+      double bot = (1 - b.f) * r1[b.i0] + b.f * r1[b.i1];
+      out[oc] = static_cast<float>(std::clamp((1 - a.f) * top + a.f * bot, 0.0, 1.0));
+    }
+  }
+}
+
 // ---- labels -----------------------------------------------------------------
 
 void compute_labels(ImageMeta& meta) {
@@ -296,6 +341,12 @@ SplitGenerator::SplitGenerator(const MegapixelOptions& o, const DigitSet& digits
     IPSNET_CHECK(!digits.by_class[c].empty(), "the ", train ? "train" : "test", " digits have no example of class ",
                  c, "; every class 0..9 is needed");
   Generator g(split_seed_, kBankStream);
+  if (o.style == "mnist") {
+    IPSNET_CHECK(n_ <= digits.size(), "--style mnist shows one digit per image, but --n-", train ? "train " : "test ",
+                 n_, " exceeds the ", digits.size(), " ", train ? "train" : "test", " digits available");
+    order_ = g.permutation(digits.size());
+    order_.resize(n_);
+  }
   if (o.noise && o.n_noise > 0) {
     if (o.style == "pineneedle")
       bank_ = make_bezier_noise_bank(g, o.n_noise, o.thickness, o.noise_size);
@@ -316,7 +367,10 @@ std::unique_ptr<SplitGenerator::Workspace> SplitGenerator::make_workspace() cons
   auto ws = std::make_unique<Workspace>();
   ws->canvas.assign(o_.height * o_.width, 0.0f);
   if (lowres_h_ > 0) ws->low_canvas.assign(lowres_h_ * lowres_w_, 0.0f);
-  ws->digit_buf.assign(kDigitsPerImage * o_.digit_size * o_.digit_size, 0.0f);
+  if (o_.style == "mnist")
+    ws->digit_buf.assign(bank_.count() > 0 ? o_.height * o_.width : 0, 0.0f);  // the resized digit, under noise
+  else
+    ws->digit_buf.assign(kDigitsPerImage * o_.digit_size * o_.digit_size, 0.0f);
   return ws;
 }
 
@@ -379,6 +433,7 @@ SparseImage composite(const std::vector<Block>& blocks, float* canvas, int64_t h
 }  // namespace
 
 GeneratedImage SplitGenerator::generate(int64_t index, Workspace& ws) const {
+  if (o_.style == "mnist") return generate_mnist(index, ws);
   Generator g(split_seed_, static_cast<uint64_t>(index));
   const int64_t d = o_.digit_size, H = o_.height, W = o_.width;
   GeneratedImage out;
@@ -496,6 +551,49 @@ GeneratedImage SplitGenerator::generate(int64_t index, Workspace& ws) const {
   return out;
 }
 
+GeneratedImage SplitGenerator::generate_mnist(int64_t index, Workspace& ws) const {
+  const int64_t H = o_.height, W = o_.width;
+  IPSNET_CHECK(index >= 0 && index < n_, "image index ", index, " out of range 0..", n_ - 1);
+  const int64_t pick = order_[index];
+  float digit[kDigitPixels];
+  const uint8_t* px = digits_.digit(pick);
+  for (int64_t p = 0; p < kDigitPixels; ++p) digit[p] = px[p] / 255.0f;
+
+  GeneratedImage out;
+  ImageMeta& meta = out.meta;
+  const int label = digits_.labels[pick];
+  meta.digits.push_back({0, 0, std::min(H, W), label});
+  meta.majority = meta.max = meta.top = label;
+  meta.multi.fill(0);
+  meta.multi[label] = 1;
+
+  float* canvas = ws.canvas.data();
+  const int64_t n_noise = bank_.count() > 0 ? o_.n_noise : 0;
+  meta.n_noise = n_noise;
+  if (n_noise == 0) {
+    resize_bilinear(digit, kDigitSide, kDigitSide, canvas, H, W);
+  } else {
+    // ips-style: line noise in [28, H-28) x [28, W-28) first, then the digit's
+    // nonzero pixels over it (the digit is never occluded).
+    Generator g(split_seed_, static_cast<uint64_t>(index));
+    float* d = ws.digit_buf.data();
+    resize_bilinear(digit, kDigitSide, kDigitSide, d, H, W);
+    std::fill(canvas, canvas + H * W, 0.0f);
+    const int64_t s = bank_.side;
+    for (int64_t k = 0; k < n_noise; ++k) {
+      int64_t r = g.randint(kDigitSide, H - kDigitSide);
+      int64_t c = g.randint(kDigitSide, W - kDigitSide);
+      const float* pat = bank_.pattern(static_cast<int64_t>(g.randint(static_cast<uint64_t>(bank_.count()))));
+      for (int64_t i = 0; i < s && r + i < H; ++i)
+        std::memcpy(canvas + (r + i) * W + c, pat + i * s, sizeof(float) * std::min(s, W - c));
+    }
+    for (int64_t p = 0; p < H * W; ++p)
+      if (d[p] != 0.0f) canvas[p] = d[p];
+  }
+  out.high = SparseImage::from_dense(canvas, H, W);
+  return out;
+}
+
 // ---- directories ------------------------------------------------------------
 
 std::string make_temp_dir(const std::string& out_dir, bool force) {
@@ -580,7 +678,7 @@ std::string parameters_json(const MegapixelOptions& o, const std::string& digit_
      << "  \"test_seed\": " << o.seed << ",\n"
      << "  \"n_noise\": " << (o.noise ? o.n_noise : 0) << ",\n"
      << "  \"noise_size\": " << (o.style == "pineneedle" ? o.noise_size : kDigitSide) << ",\n"
-     << "  \"digit_size\": " << o.digit_size << ",\n"
+     << "  \"digit_size\": " << (o.style == "mnist" ? std::min(o.height, o.width) : o.digit_size) << ",\n"
      << "  \"line\": " << o.thickness << ",\n"
      << "  \"thickness\": " << o.thickness << ",\n"
      << "  \"digit_source\": \"" << json_escape(digit_source_desc) << "\"\n"

@@ -1,12 +1,16 @@
 // Megapixel MNIST generators (SPEC section 5): `ats` (attention-sampling,
 // with a low-resolution view), `ips` (noise under the digits, four task
 // labels) and `pineneedle` (Bezier noise, digit size for a chosen
-// object-to-image ratio, stroke thickness).
+// object-to-image ratio, stroke thickness); plus `mnist`, the IPS example
+// notebook's setting: one MNIST digit per image, resized (bilinear) to the
+// whole canvas (default 500x500).
 //
 // Determinism: every image draws from its own Philox stream,
 // Generator(split_seed, image_index); the noise bank of a split draws from
 // Generator(split_seed, kBankStream). split_seed = seed + 1 for train and
 // seed for test. Output is therefore byte-identical whatever the thread count.
+// `mnist` takes image i's digit from a permutation of the split's digits
+// drawn from Generator(split_seed, kBankStream) (before the noise bank).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -23,7 +27,7 @@ namespace data {
 
 /// The generator's parameters; defaults depend on the style (default_options).
 struct MegapixelOptions {
-  std::string style = "ips";  // "ats" | "ips" | "pineneedle"
+  std::string style = "ips";  // "ats" | "ips" | "pineneedle" | "mnist"
   int64_t n_train = 5000, n_test = 1000;
   int64_t width = 1500, height = 1500;
   double scale = 0.12;  // low-res view scale (ats only)
@@ -42,7 +46,9 @@ constexpr uint64_t kBankStream = 1ull << 40;
 
 /// Style defaults: ats/ips 1500x1500, 50 noise placements, digit 28;
 /// pineneedle 3000x3000, digit 28, noise_size = digit_size, 800 placements
-/// (the dissertation's pairing for 28 px digits), thickness 1.
+/// (the dissertation's pairing for 28 px digits), thickness 1; mnist
+/// 500x500, n_train 10000 (the notebook's subset; generate-data caps it to
+/// the train digits available), n_test 1000, no noise (n_noise 0).
 MegapixelOptions default_options(const std::string& style);
 
 /// Throws one clear line for any impossible combination (canvas too small
@@ -76,6 +82,10 @@ std::vector<std::pair<double, double>> bezier_points(const std::vector<std::pair
 /// Area-interpolation resize (every output pixel averages the input area it
 /// covers; enlarging replicates pixels like OpenCV's INTER_AREA).
 void resize_area(const float* src, int64_t in_h, int64_t in_w, float* dst, int64_t out_h, int64_t out_w);
+/// Bilinear resize with half-pixel centres (align_corners=False, edge
+/// clamped), like torchvision's Resize of a PIL image when enlarging (PIL
+/// additionally rounds to 8 bits; this keeps float values in [0, 1]).
+void resize_bilinear(const float* src, int64_t in_h, int64_t in_w, float* dst, int64_t out_h, int64_t out_w);
 /// skimage-style rescale: Gaussian anti-aliasing (sigma = (1/f - 1)/2,
 /// mirror boundary) then bilinear sampling; output side round(side * scale).
 std::vector<float> rescale_antialias(const float* src, int64_t side, double scale, int64_t* out_side);
@@ -119,11 +129,13 @@ class SplitGenerator {
   GeneratedImage generate(int64_t index, Workspace& ws) const;
 
  private:
+  GeneratedImage generate_mnist(int64_t index, Workspace& ws) const;
   MegapixelOptions o_;
   const DigitSet& digits_;
   int64_t n_;
   uint64_t split_seed_;
   NoiseBank bank_;
+  std::vector<int64_t> order_;                // mnist: image i shows digit order_[i]
   std::vector<std::vector<float>> bank_low_;  // ats: each pattern rescaled
   int64_t bank_low_side_ = 0;
   int64_t lowres_h_ = 0, lowres_w_ = 0;
