@@ -60,7 +60,7 @@ struct SplitHeader {
   int64_t n = 0;
   int64_t height = 0, width = 0;
   int64_t lowres_height = 0, lowres_width = 0;  // 0 when there is no low-res view
-  std::string style;                           // "ats" | "ips" | "pineneedle"
+  std::string style;                           // "ats" | "ips" | "pineneedle" | "mnist"
 };
 
 /// Serialises one image (its full-resolution view and, when low is non-null,
@@ -111,7 +111,7 @@ class DatasetReader {
   int64_t height() const { return header_.height; }
   int64_t width() const { return header_.width; }
   int64_t channels() const { return 1; }
-  /// "ats" | "ips" | "pineneedle".
+  /// "ats" | "ips" | "pineneedle" | "mnist".
   std::string style() const { return header_.style; }
   bool has_lowres() const { return header_.lowres_height > 0; }
   int64_t lowres_height() const { return header_.lowres_height; }

@@ -170,6 +170,8 @@ void Trainer::setup(bool create_run_dir) {
   if (create_run_dir) {
     std::string name = cfg_.run_name.empty() ? cfg_.dataset + "-" + timestamp() : cfg_.run_name;
     run_dir_ = (fs::path(cfg_.out_dir) / name).string();
+    IPSNET_CHECK(!fs::exists(fs::path(run_dir_) / "config.yaml"), "run directory '", run_dir_,
+                 "' already holds a run (continue it with --resume, or choose another run_name)");
     std::error_code ec;
     fs::create_directories(run_dir_, ec);
     IPSNET_CHECK(!ec && fs::is_directory(run_dir_), "cannot create the run directory '", run_dir_,
@@ -306,7 +308,9 @@ Tensor Trainer::forward_loss(const Tensor& patches, const Tensor& idx, const std
 double Trainer::train_step(const std::vector<int64_t>& ids) {
   Generator sel_gen(derive_seed(cfg_.seed, kSelect), static_cast<uint64_t>(step_));
   dropout_gen_.set_state(derive_seed(cfg_.seed, kDropout), 0, static_cast<uint64_t>(step_));
+  auto t0 = std::chrono::steady_clock::now();
   auto [patches, idx] = select_batch(*train_reader_, ids, true, sel_gen);
+  auto t1 = std::chrono::steady_clock::now();
   std::map<std::string, Tensor> targets = batch_targets(*train_reader_, ids, cfg_.tasks);
   for (auto& kv : targets) kv.second = kv.second.to(device_);
   net_->train();
@@ -320,6 +324,9 @@ double Trainer::train_step(const std::vector<int64_t>& ids) {
   double lr = warmup_cosine_lr(cfg_.lr, step_, steps_per_epoch() * cfg_.n_epoch_warmup, total);
   optim_->step(lr);
   ++step_;
+  auto t2 = std::chrono::steady_clock::now();
+  last_select_ms_ = std::chrono::duration<double, std::milli>(t1 - t0).count();
+  last_train_ms_ = std::chrono::duration<double, std::milli>(t2 - t1).count();
   return lv;
 }
 
@@ -500,7 +507,8 @@ bool Trainer::fit() {
       if (cfg_.log_every > 0 && step_ % cfg_.log_every == 0) {
         log_line("step " + std::to_string(step_) + " | loss " + fmt(lv, 4) + " | lr " +
                  fmt(warmup_cosine_lr(cfg_.lr, step_ - 1, spe * cfg_.n_epoch_warmup, spe * cfg_.n_epoch), 7) + " | " +
-                 fmt(ms, 1) + " ms | " + fmt(ids.size() * 1000.0 / ms, 1) + " img/s | peak " +
+                 fmt(ms, 1) + " ms (select " + fmt(last_select_ms_, 0) + ", train " + fmt(last_train_ms_, 0) +
+                 ") | " + fmt(ids.size() * 1000.0 / ms, 1) + " img/s | peak " +
                  fmt(memory_stats(device_).peak_allocated_bytes / 1048576.0, 1) + " MiB");
       }
       if (interrupt_flag().load()) {

@@ -101,6 +101,7 @@ class Trainer {
   int64_t epoch_ = 0;        // completed epochs
   int64_t batch_in_epoch_ = 0;  // batches done in the current epoch (resume point)
   double best_metric_ = -1;
+  double last_select_ms_ = 0, last_train_ms_ = 0;  // split of the last step's time
   std::vector<std::pair<EvalResult, EvalResult>> history_;
 };
 
