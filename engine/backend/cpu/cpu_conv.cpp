@@ -2,7 +2,13 @@
 // Accumulate rule: every output is written (=), dweight/dbias included; the
 // autograd AccumulateGrad node adds parameter gradients into .grad.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/cpu/cpu_onednn.h"
@@ -131,12 +137,15 @@ void conv_backward_weight_ref(CpuBackend& be, const Tensor& x, const Tensor& dy,
 }
 
 // ---- oneDNN ------------------------------------------------------------------
-// Primitives are built with format_tag::any so oneDNN picks its blocked
-// layouts (nChw16c, OIhw16i16o, ...) and its direct JIT kernels; tensors stay
-// plain NCHW/OIHW in the engine, so operands are reordered in and results out
-// through scratch buffers from the engine allocator (counted in its stats).
-// With plain layouts oneDNN 2.6 falls back to its gemm convolution, about
-// half as fast at these shapes (see bench_conv).
+// Each primitive exists in two variants: "plain" (NCHW/OIHW descriptors, for
+// which oneDNN 2.6 picks its gemm convolution) and "blocked" (format_tag::any:
+// oneDNN's blocked layouts and direct JIT kernels, with the engine's plain
+// tensors reordered in and out through allocator scratch). Neither wins
+// everywhere (bench_conv at batch 1600, 2 cores: blocked is ~1.5-2x faster on
+// 3x3 convs with 64-128 channels, plain several times faster on the 1-channel
+// 7x7 stem and on 1x1 convs, where reorders dominate), so the first call of
+// each shape times both on the real arguments and keeps the faster, as
+// cuDNN's algorithm search does. IPSNET_ONEDNN_LAYOUT=plain|blocked pins one.
 
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
@@ -145,18 +154,68 @@ memory::dims src_dims(const Conv2dGeometry& g) { return {g.n, g.c, g.h, g.w}; }
 memory::dims wei_dims(const Conv2dGeometry& g) { return {g.o, g.c, g.kh, g.kw}; }
 memory::dims dst_dims(const Conv2dGeometry& g) { return {g.n, g.o, g.ho, g.wo}; }
 
-memory::desc any_md(const memory::dims& d) { return {d, memory::data_type::f32, tag::any}; }
+memory::desc md(const memory::dims& d, tag t) { return {d, memory::data_type::f32, t}; }
+
+// 0 = time both, 1 = plain, 2 = blocked.
+int layout_policy() {
+  static const int policy = [] {
+    const char* env = std::getenv("IPSNET_ONEDNN_LAYOUT");
+    std::string v = env ? env : "";
+    if (v == "plain") return 1;
+    if (v == "blocked") return 2;
+    IPSNET_CHECK(v.empty() || v == "auto", "IPSNET_ONEDNN_LAYOUT: expected plain, blocked or auto, got \"",
+                 v, "\"");
+    return 0;
+  }();
+  return policy;
+}
+
+// Descriptors of one variant: tag::any everywhere when blocked.
+struct ConvMds {
+  memory::desc src, wei, bias, dst;
+  ConvMds(const Conv2dGeometry& g, bool blocked)
+      : src(md(src_dims(g), blocked ? tag::any : tag::nchw)),
+        wei(md(wei_dims(g), blocked ? tag::any : tag::oihw)),
+        bias(md({g.o}, tag::x)),
+        dst(md(dst_dims(g), blocked ? tag::any : tag::nchw)) {}
+};
 
 // PyTorch's symmetric padding: padding_r = padding_l gives oneDNN's
 // floor((H - span + 2p) / s) + 1 = ho, the same rounding as PyTorch.
-dnnl::convolution_forward::desc conv_fwd_desc(const Conv2dGeometry& g, bool with_bias) {
+dnnl::convolution_forward::primitive_desc conv_fwd_pd(const Conv2dGeometry& g, bool with_bias,
+                                                      bool blocked) {
+  const ConvMds m(g, blocked);
   const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
-  if (with_bias)
-    return {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-            any_md(src_dims(g)), any_md(wei_dims(g)), {{g.o}, memory::data_type::f32, tag::x},
-            any_md(dst_dims(g)), strides, dil, pad, pad};
-  return {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-          any_md(src_dims(g)), any_md(wei_dims(g)), any_md(dst_dims(g)), strides, dil, pad, pad};
+  auto d = with_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                       dnnl::algorithm::convolution_direct, m.src,
+                                                       m.wei, m.bias, m.dst, strides, dil, pad, pad)
+                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                       dnnl::algorithm::convolution_direct, m.src,
+                                                       m.wei, m.dst, strides, dil, pad, pad);
+  return {d, cpu::onednn_engine()};
+}
+
+dnnl::convolution_backward_data::primitive_desc conv_bwd_data_pd(const Conv2dGeometry& g,
+                                                                 bool blocked) {
+  const ConvMds m(g, blocked);
+  const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
+  dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, m.src, m.wei, m.dst,
+                                          strides, dil, pad, pad);
+  return {d, cpu::onednn_engine(), conv_fwd_pd(g, false, blocked)};
+}
+
+dnnl::convolution_backward_weights::primitive_desc conv_bwd_weights_pd(const Conv2dGeometry& g,
+                                                                       bool with_bias,
+                                                                       bool blocked) {
+  const ConvMds m(g, blocked);
+  const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
+  auto d = with_bias ? dnnl::convolution_backward_weights::desc(
+                           dnnl::algorithm::convolution_direct, m.src, m.wei, m.bias, m.dst,
+                           strides, dil, pad, pad)
+                     : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
+                                                                m.src, m.wei, m.dst, strides, dil,
+                                                                pad, pad);
+  return {d, cpu::onednn_engine(), conv_fwd_pd(g, with_bias, blocked)};
 }
 
 // A plain tensor seen in the layout a primitive wants: the tensor itself when
@@ -174,9 +233,9 @@ class Operand {
     mem_ = memory(want, cpu::onednn_engine(), scratch_.raw_data());
   }
   /// For inputs: reorders the tensor into the primitive's layout.
-  Operand& load() {
+  const memory& load() {
     if (scratch_.defined()) dnnl::reorder(user_, mem_).execute(cpu::onednn_stream(), user_, mem_);
-    return *this;
+    return mem_;
   }
   /// For outputs: reorders the primitive's result back into the tensor.
   void finish() {
@@ -189,37 +248,76 @@ class Operand {
   Tensor scratch_;
 };
 
-struct ConvFwd {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
+// Both variants of one primitive and the choice between them (-1: not yet timed).
+template <typename PD, typename Prim>
+struct Variants {
+  PD pd[2];
+  Prim prim[2];
+  mutable std::atomic<int> choice{-1};
+  template <typename MakePd>
+  explicit Variants(MakePd&& make_pd) {
+    for (int b = 0; b < 2; ++b) {
+      pd[b] = make_pd(b == 1);
+      prim[b] = Prim(pd[b]);
+    }
+    const int policy = layout_policy();
+    if (policy != 0) choice = policy - 1;
+  }
 };
-struct ConvBwdData {
-  dnnl::convolution_backward_data::primitive_desc pd;
-  dnnl::convolution_backward_data prim;
-};
-struct ConvBwdWeights {
-  dnnl::convolution_backward_weights::primitive_desc pd;
-  dnnl::convolution_backward_weights prim;
-};
+
+// Runs run(pd, prim) with the chosen variant; on the first call times both
+// (each writes the full outputs, so the last run's result stands).
+template <typename V, typename Run>
+void run_variant(const V& v, Run&& run) {
+  int c = v.choice.load();
+  if (c >= 0) return run(v.pd[c], v.prim[c]);
+  double t[2];
+  for (int b = 0; b < 2; ++b) {
+    auto t0 = std::chrono::steady_clock::now();
+    run(v.pd[b], v.prim[b]);
+    t[b] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  v.choice.store(t[1] < t[0] ? 1 : 0);
+}
+
+using ConvFwd = Variants<dnnl::convolution_forward::primitive_desc, dnnl::convolution_forward>;
+using ConvBwdData =
+    Variants<dnnl::convolution_backward_data::primitive_desc, dnnl::convolution_backward_data>;
+using ConvBwdWeights = Variants<dnnl::convolution_backward_weights::primitive_desc,
+                                dnnl::convolution_backward_weights>;
+
+// The cache holds non-copyable Variants: build in place.
+template <typename V, typename MakePd>
+std::shared_ptr<const V> cached_variants(const std::string& key, MakePd&& make_pd) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::shared_ptr<const V>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto entry = std::make_shared<const V>(make_pd);
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, entry).first->second;
+}
 
 void conv_forward_onednn(const Tensor& x, const Tensor& weight, const Tensor& bias,
                          const Tensor& y, const Conv2dGeometry& g) {
   const bool with_bias = bias.defined();
   try {
-    auto e = cpu::onednn_cached<ConvFwd>(str_cat("conv_fwd ", g.str(), with_bias ? " b" : ""), [&] {
-      dnnl::convolution_forward::primitive_desc pd(conv_fwd_desc(g, with_bias), cpu::onednn_engine());
-      return ConvFwd{pd, dnnl::convolution_forward(pd)};
+    auto v = cached_variants<ConvFwd>(str_cat("conv_fwd ", g.str(), with_bias ? " b" : ""),
+                                      [&](bool blocked) { return conv_fwd_pd(g, with_bias, blocked); });
+    run_variant(*v, [&](const auto& pd, const auto& prim) {
+      Operand src(x, src_dims(g), tag::nchw, pd.src_desc());
+      Operand wei(weight, wei_dims(g), tag::oihw, pd.weights_desc());
+      Operand dst(y, dst_dims(g), tag::nchw, pd.dst_desc());
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, src.load()}, {DNNL_ARG_WEIGHTS, wei.load()}, {DNNL_ARG_DST, dst.mem()}};
+      if (with_bias) args.emplace(DNNL_ARG_BIAS, cpu::wrap(bias, {g.o}, tag::x));
+      prim.execute(cpu::onednn_stream(), args);
+      dst.finish();
+      cpu::onednn_stream().wait();
     });
-    Operand src(x, src_dims(g), tag::nchw, e->pd.src_desc());
-    Operand wei(weight, wei_dims(g), tag::oihw, e->pd.weights_desc());
-    Operand dst(y, dst_dims(g), tag::nchw, e->pd.dst_desc());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.load().mem()},
-                                         {DNNL_ARG_WEIGHTS, wei.load().mem()},
-                                         {DNNL_ARG_DST, dst.mem()}};
-    if (with_bias) args.emplace(DNNL_ARG_BIAS, cpu::wrap(bias, {g.o}, tag::x));
-    e->prim.execute(cpu::onednn_stream(), args);
-    dst.finish();
-    cpu::onednn_stream().wait();
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_forward", g.str(), err);
   }
@@ -228,23 +326,18 @@ void conv_forward_onednn(const Tensor& x, const Tensor& weight, const Tensor& bi
 void conv_backward_data_onednn(const Tensor& dy, const Tensor& weight, const Tensor& dx,
                                const Conv2dGeometry& g) {
   try {
-    auto e = cpu::onednn_cached<ConvBwdData>(str_cat("conv_bwd_data ", g.str()), [&] {
-      dnnl::convolution_forward::primitive_desc hint(conv_fwd_desc(g, false), cpu::onednn_engine());
-      const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
-      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct,
-                                              any_md(src_dims(g)), any_md(wei_dims(g)),
-                                              any_md(dst_dims(g)), strides, dil, pad, pad);
-      dnnl::convolution_backward_data::primitive_desc pd(d, cpu::onednn_engine(), hint);
-      return ConvBwdData{pd, dnnl::convolution_backward_data(pd)};
+    auto v = cached_variants<ConvBwdData>(str_cat("conv_bwd_data ", g.str()),
+                                          [&](bool blocked) { return conv_bwd_data_pd(g, blocked); });
+    run_variant(*v, [&](const auto& pd, const auto& prim) {
+      Operand ddst(dy, dst_dims(g), tag::nchw, pd.diff_dst_desc());
+      Operand wei(weight, wei_dims(g), tag::oihw, pd.weights_desc());
+      Operand dsrc(dx, src_dims(g), tag::nchw, pd.diff_src_desc());
+      prim.execute(cpu::onednn_stream(), {{DNNL_ARG_DIFF_DST, ddst.load()},
+                                          {DNNL_ARG_WEIGHTS, wei.load()},
+                                          {DNNL_ARG_DIFF_SRC, dsrc.mem()}});
+      dsrc.finish();
+      cpu::onednn_stream().wait();
     });
-    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
-    Operand wei(weight, wei_dims(g), tag::oihw, e->pd.weights_desc());
-    Operand dsrc(dx, src_dims(g), tag::nchw, e->pd.diff_src_desc());
-    e->prim.execute(cpu::onednn_stream(), {{DNNL_ARG_DIFF_DST, ddst.load().mem()},
-                                           {DNNL_ARG_WEIGHTS, wei.load().mem()},
-                                           {DNNL_ARG_DIFF_SRC, dsrc.mem()}});
-    dsrc.finish();
-    cpu::onednn_stream().wait();
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_backward_data", g.str(), err);
   }
@@ -256,32 +349,21 @@ void conv_backward_weight_onednn(const Tensor& x, const Tensor& dy, const Tensor
   // oneDNN always produces diff_weights; a caller wanting only dbias gets a scratch one.
   Tensor dw = dweight.defined() ? dweight : Tensor::empty({g.o, g.c, g.kh, g.kw}, DType::Float32);
   try {
-    auto e = cpu::onednn_cached<ConvBwdWeights>(
-        str_cat("conv_bwd_w ", g.str(), with_bias ? " b" : ""), [&] {
-          dnnl::convolution_forward::primitive_desc hint(conv_fwd_desc(g, with_bias),
-                                                         cpu::onednn_engine());
-          const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
-          auto d = with_bias
-                       ? dnnl::convolution_backward_weights::desc(
-                             dnnl::algorithm::convolution_direct, any_md(src_dims(g)),
-                             any_md(wei_dims(g)), {{g.o}, memory::data_type::f32, tag::x},
-                             any_md(dst_dims(g)), strides, dil, pad, pad)
-                       : dnnl::convolution_backward_weights::desc(
-                             dnnl::algorithm::convolution_direct, any_md(src_dims(g)),
-                             any_md(wei_dims(g)), any_md(dst_dims(g)), strides, dil, pad, pad);
-          dnnl::convolution_backward_weights::primitive_desc pd(d, cpu::onednn_engine(), hint);
-          return ConvBwdWeights{pd, dnnl::convolution_backward_weights(pd)};
-        });
-    Operand src(x, src_dims(g), tag::nchw, e->pd.src_desc());
-    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
-    Operand dwei(dw, wei_dims(g), tag::oihw, e->pd.diff_weights_desc());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.load().mem()},
-                                         {DNNL_ARG_DIFF_DST, ddst.load().mem()},
-                                         {DNNL_ARG_DIFF_WEIGHTS, dwei.mem()}};
-    if (with_bias) args.emplace(DNNL_ARG_DIFF_BIAS, cpu::wrap(dbias, {g.o}, tag::x));
-    e->prim.execute(cpu::onednn_stream(), args);
-    dwei.finish();
-    cpu::onednn_stream().wait();
+    auto v = cached_variants<ConvBwdWeights>(
+        str_cat("conv_bwd_w ", g.str(), with_bias ? " b" : ""),
+        [&](bool blocked) { return conv_bwd_weights_pd(g, with_bias, blocked); });
+    run_variant(*v, [&](const auto& pd, const auto& prim) {
+      Operand src(x, src_dims(g), tag::nchw, pd.src_desc());
+      Operand ddst(dy, dst_dims(g), tag::nchw, pd.diff_dst_desc());
+      Operand dwei(dw, wei_dims(g), tag::oihw, pd.diff_weights_desc());
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.load()},
+                                           {DNNL_ARG_DIFF_DST, ddst.load()},
+                                           {DNNL_ARG_DIFF_WEIGHTS, dwei.mem()}};
+      if (with_bias) args.emplace(DNNL_ARG_DIFF_BIAS, cpu::wrap(dbias, {g.o}, tag::x));
+      prim.execute(cpu::onednn_stream(), args);
+      dwei.finish();
+      cpu::onednn_stream().wait();
+    });
   } catch (const dnnl::error& err) {
     cpu::onednn_fail("conv2d_backward_weight", g.str(), err);
   }
