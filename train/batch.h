@@ -48,6 +48,8 @@ class EagerSource : public PatchSource {
   Tensor get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) override;
   bool is_zero(int64_t image, int64_t patch) const override;
   const Tensor& patches() const { return patches_; }  // (B, N, 1, h, w)
+  /// Moves the resident patches to a device (prefetching builds them on the host).
+  void to(Device device) { patches_ = patches_.to(device); }
 
  private:
   Tensor patches_;

@@ -205,8 +205,26 @@ IPSOptions Trainer::ips_options(bool training) const {
   return o;
 }
 
+std::unique_ptr<Trainer::Prepared> Trainer::prepare(const data::DatasetReader& reader,
+                                                   const std::vector<int64_t>& ids) const {
+  auto p = std::make_unique<Prepared>();
+  p->ids = ids;
+  const int64_t B = static_cast<int64_t>(ids.size());
+  if (cfg_.eager) {
+    const int64_t seq = std::min<int64_t>(cfg_.B_seq, B);
+    for (int64_t s = 0; s < B; s += seq) {
+      std::vector<int64_t> sub(ids.begin() + s, ids.begin() + std::min(B, s + seq));
+      p->eager.push_back(std::make_unique<EagerSource>(reader, sub, grid_, Device::cpu()));
+    }
+  } else {
+    // Page the records in and verify their checksums ahead of the selection.
+    for (int64_t id : ids) (void)reader.region_is_zero(id, 0, 0, 1, 1);
+  }
+  return p;
+}
+
 std::pair<Tensor, Tensor> Trainer::select_batch(const data::DatasetReader& reader, const std::vector<int64_t>& ids,
-                                                bool training, Generator& gen) {
+                                                bool training, Generator& gen, Prepared* prepared) {
   IPSOptions opt = ips_options(training);
   const int64_t B = static_cast<int64_t>(ids.size());
   if (!cfg_.eager) {
@@ -225,11 +243,17 @@ std::pair<Tensor, Tensor> Trainer::select_batch(const data::DatasetReader& reade
   const int64_t seq = std::min<int64_t>(cfg_.B_seq, B);
   std::vector<Tensor> patches, idxs;
   Generator start = gen;
-  for (int64_t s = 0; s < B; s += seq) {
+  std::unique_ptr<Prepared> own;
+  if (!prepared || prepared->eager.empty()) {
+    own = prepare(reader, ids);
+    prepared = own.get();
+  }
+  for (int64_t s = 0, k = 0; s < B; s += seq, ++k) {
     std::vector<int64_t> sub(ids.begin() + s, ids.begin() + std::min(B, s + seq));
     // A shared (batch) permutation is the same for every sub-batch.
     if (!opt.instance_shuffle) gen = start;
-    EagerSource src(reader, sub, grid_, device_);
+    EagerSource& src = *prepared->eager[static_cast<size_t>(k)];
+    if (device_.is_cuda()) src.to(device_);
     SelectionResult r = ips_select(*net_, src, pos_, opt, gen);
     std::vector<int64_t> img, pat;
     const int64_t* ip = r.idx.data<int64_t>();
@@ -305,11 +329,15 @@ Tensor Trainer::forward_loss(const Tensor& patches, const Tensor& idx, const std
   return loss;
 }
 
-double Trainer::train_step(const std::vector<int64_t>& ids) {
+double Trainer::train_step(const std::vector<int64_t>& ids) { return train_step(prepare(*train_reader_, ids)); }
+
+double Trainer::train_step(std::unique_ptr<Prepared> prepared) {
+  const std::vector<int64_t> ids = prepared->ids;
   Generator sel_gen(derive_seed(cfg_.seed, kSelect), static_cast<uint64_t>(step_));
   dropout_gen_.set_state(derive_seed(cfg_.seed, kDropout), 0, static_cast<uint64_t>(step_));
   auto t0 = std::chrono::steady_clock::now();
-  auto [patches, idx] = select_batch(*train_reader_, ids, true, sel_gen);
+  auto [patches, idx] = select_batch(*train_reader_, ids, true, sel_gen, prepared.get());
+  prepared.reset();  // the resident batch is no longer needed
   auto t1 = std::chrono::steady_clock::now();
   std::map<std::string, Tensor> targets = batch_targets(*train_reader_, ids, cfg_.tasks);
   for (auto& kv : targets) kv.second = kv.second.to(device_);
@@ -495,10 +523,18 @@ bool Trainer::fit() {
     prog.update(std::min(n_train_, batch_in_epoch_ * cfg_.B));
     double loss_acc = 0;
     int64_t loss_n = 0;
+    auto batch_ids = [&](int64_t bi) {
+      return std::vector<int64_t>(order.begin() + bi * cfg_.B, order.begin() + std::min(n_train_, (bi + 1) * cfg_.B));
+    };
+    // The next batch is prepared on a background thread while this one trains.
+    std::future<std::unique_ptr<Prepared>> next;
     for (int64_t bi = batch_in_epoch_; bi < spe; ++bi) {
-      std::vector<int64_t> ids(order.begin() + bi * cfg_.B, order.begin() + std::min(n_train_, (bi + 1) * cfg_.B));
+      std::vector<int64_t> ids = batch_ids(bi);
+      std::unique_ptr<Prepared> cur = next.valid() ? next.get() : prepare(*train_reader_, ids);
+      if (cfg_.prefetch && bi + 1 < spe)
+        next = std::async(std::launch::async, [this, ids = batch_ids(bi + 1)] { return prepare(*train_reader_, ids); });
       auto s0 = std::chrono::steady_clock::now();
-      double lv = train_step(ids);
+      double lv = train_step(std::move(cur));
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
       loss_acc += lv;
       ++loss_n;

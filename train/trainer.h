@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "models/ips_net.h"
 #include "models/ips_selection.h"
+#include "train/batch.h"
 #include "train/config.h"
 
 namespace ipsnet {
@@ -50,6 +51,15 @@ class Trainer {
   bool fit();
   /// One optimizer step on the given training images; returns the total loss.
   double train_step(const std::vector<int64_t>& ids);
+  /// Host-side work for a batch done ahead of time: eager sources (decoded and
+  /// cut images), or for lazy loading the records paged in and checksummed.
+  struct Prepared {
+    std::vector<int64_t> ids;
+    std::vector<std::unique_ptr<EagerSource>> eager;  // one per B_seq sub-batch
+  };
+  /// Prepares a batch (safe to run on a background thread).
+  std::unique_ptr<Prepared> prepare(const data::DatasetReader& reader, const std::vector<int64_t>& ids) const;
+  double train_step(std::unique_ptr<Prepared> prepared);
   /// Evaluates a split. predictions_csv: optional path for per-image rows.
   EvalResult evaluate(const std::string& split, const std::string& predictions_csv = "");
   /// Selection on the given images of a split (eval mode), for attention maps and tests.
@@ -77,7 +87,7 @@ class Trainer {
   IPSOptions ips_options(bool training) const;
   /// Selected patches (B*M, C, h, w) on the device, their indices (B, M), for a batch.
   std::pair<Tensor, Tensor> select_batch(const data::DatasetReader& reader, const std::vector<int64_t>& ids,
-                                         bool training, Generator& gen);
+                                         bool training, Generator& gen, Prepared* prepared = nullptr);
   /// Forward of the training pass: logits per task (and the extra losses when enabled).
   Tensor forward_loss(const Tensor& patches, const Tensor& idx, const std::map<std::string, Tensor>& targets,
                       std::map<std::string, Tensor>* logits, std::map<std::string, double>* task_losses);
