@@ -221,6 +221,61 @@ TEST(Train, StkimMasksTheTopCandidates) {
   EXPECT_EQ(unmasked.idx.to_vector<int64_t>(), plain.idx.to_vector<int64_t>());
 }
 
+TEST(Train, SemanticDiversityLossTrainsTheSharedProjection) {
+  TempDir out;
+  train::Config c = tiny_config(out.path);
+  c.semantic_diversity_loss = true;
+  c.w_div = 3.0;
+  c.w_sem = 1.0;
+  train::Trainer t(c, true);
+  ASSERT_TRUE(t.net().named_parameters().contains("transf.fb.weight"));
+  std::vector<int64_t> order = t.epoch_order(0);
+  double loss = t.train_step(std::vector<int64_t>(order.begin(), order.begin() + 8));
+  EXPECT_TRUE(std::isfinite(loss));
+  Tensor g = t.net().named_parameters().at("transf.fb.weight").grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(ops::sum(ops::abs(g)).item(), 0.0);
+  // The total includes w_div * L_div + w_sem * L_sem on top of the task loss.
+  train::Config plain = tiny_config(out.path);
+  plain.run_name = "plain";
+  train::Trainer p(plain, true);
+  double loss_plain = p.train_step(std::vector<int64_t>(order.begin(), order.begin() + 8));
+  EXPECT_GT(loss, loss_plain);
+}
+
+TEST(Train, FrozenBackboneKeepsEncoderWeights) {
+  TempDir out;
+  train::Config c = tiny_config(out.path);
+  c.freeze = "all";
+  train::Trainer t(c, true);
+  Tensor w = t.net().named_parameters().at("encoder.conv1.weight");
+  EXPECT_FALSE(w.requires_grad());
+  std::vector<float> before = w.to_vector<float>();
+  Tensor rm = t.net().named_buffers().at("encoder.bn1.running_mean");
+  std::vector<float> rm_before = rm.to_vector<float>();
+  std::vector<int64_t> order = t.epoch_order(0);
+  t.train_step(std::vector<int64_t>(order.begin(), order.begin() + 8));
+  EXPECT_EQ(w.to_vector<float>(), before);
+  EXPECT_EQ(rm.to_vector<float>(), rm_before);  // frozen statistics
+  Tensor fc = t.net().named_parameters().at("transf.crs_attn.fc.weight");
+  EXPECT_TRUE(fc.requires_grad());
+}
+
+TEST(Train, EagerSequentialTrainsLikeEager) {
+  TempDir o1, o2;
+  train::Config a = tiny_config(o1.path);
+  a.eager = true;
+  a.B_seq = 8;
+  a.dropout = 0.0;
+  train::Config b = a;
+  b.out_dir = o2.path;
+  b.B_seq = 2;
+  train::Trainer ta(a, true), tb(b, true);
+  std::vector<int64_t> ids = ta.epoch_order(0);
+  ids.resize(8);
+  EXPECT_NEAR(ta.train_step(ids), tb.train_step(ids), 1e-5);
+}
+
 TEST(Config, ReferenceKeysParse) {
   train::Config c = train::parse_config(R"(
 dataset: mnist
