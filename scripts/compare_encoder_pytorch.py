@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""Issue 3's measurement: the 2-stage ResNet-18 patch encoder on 1-channel
+50x50 patches at batch 1600, in PyTorch and in ipsnet, one run, same machine
+and thread count. Prints patches/s of each and the ratios.
+
+  /usr/bin/python3 scripts/compare_encoder_pytorch.py [--threads 2] [--build build]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
+import make_golden as mg  # noqa: E402  (torchvision's ResNet structure, no torchvision needed)
+
+
+def bench(fn, min_time=2.0):
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_time:
+        fn()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
+    ap.add_argument("--batch", type=int, default=1600)
+    ap.add_argument("--build", default="build")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    net = mg.ResNetEncoder(1, 2)
+    x = torch.rand(a.batch, 1, 50, 50)
+    r = torch.rand(a.batch, 128)
+    net.eval()
+
+    def sel():
+        with torch.no_grad():
+            net(x)
+
+    t_sel = bench(sel)
+    net.train()
+
+    def trn():
+        net.zero_grad()
+        (net(x) * r).sum().backward()
+
+    t_trn = bench(trn)
+    torch_sel, torch_trn = a.batch / t_sel, a.batch / t_trn
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    out = subprocess.run([os.path.join(a.build, "benchmarks", "bench_encoder"), "--benchmark_format=json"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    res = {b["name"].split("/")[0]: b for b in json.loads(out)["benchmarks"]}
+    ips_sel = res["BM_SelectionForward"]["patches/s"]
+    ips_trn = res["BM_TrainingPass"]["patches/s"]
+    print(f"threads {a.threads}, batch {a.batch}, torch {torch.__version__}")
+    print(f"selection forward (eval, no grad): ipsnet {ips_sel:8.1f} patches/s ({res['BM_SelectionForward']['GFLOP/s']:.1f} GFLOP/s)"
+          f"  torch {torch_sel:8.1f}  ratio {ips_sel / torch_sel:.2f}x (target >= 1.5x)")
+    print(f"training pass (train, fwd+bwd):    ipsnet {ips_trn:8.1f} patches/s ({res['BM_TrainingPass']['GFLOP/s']:.1f} GFLOP/s)"
+          f"  torch {torch_trn:8.1f}  ratio {ips_trn / torch_trn:.2f}x (target >= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()
