@@ -80,6 +80,7 @@ struct Config {
   int64_t log_every = 0;         // steps between log lines (0: progress bar only)
   bool prefetch = true;          // prepare the next batch in the background
   bool dedup_patches = true;     // encode identical (e.g. empty) patches once per batch in selection
+  bool fold_bn = false;          // selection runs the encoder with BatchNorm folded into the convs
   std::string eval_split = "test";
 
   /// Which keys a file or --set gave explicitly.
