@@ -19,6 +19,7 @@
 #include <benchmark/benchmark.h>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -223,7 +224,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   const int64_t B = cfg.B;
   cfg.data_dir = ensure_dataset(run.side, std::max<int64_t>(B, 16));
   cfg.out_dir = "/tmp/ipsnet_bench_runs";
-  cfg.run_name = "ips_memory";
+  static int run_counter = 0;
+  cfg.run_name = "ips_memory-" + std::to_string(::getpid()) + "-" + std::to_string(run_counter++);
   cfg.N = 0;
   cfg.eager = run.mode != Mode::Lazy;
   cfg.B_seq = run.mode == Mode::EagerSeq ? 1 : B;
@@ -291,6 +293,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   state.counters["enc_frac"] = enc_frac;
   state.counters["threads"] = static_cast<double>(num_threads());
   state.SetLabel(std::string(mode_name(run.mode)) + " " + dev.str());
+  std::error_code ec;
+  fs::remove_all(trainer.run_dir(), ec);  // the run directory holds only config.yaml
   std::fprintf(stderr,
                "ips_memory: %s N=%lld M=%lld I=%lld B=%lld patch=%lld dedup=%d fold=%d: %.3f s/step, %.2f img/s, "
                "peak alloc %.1f MiB (model %.1f MiB, %+.1f%%), reserved %.1f MiB, rss %.1f MiB\n",
