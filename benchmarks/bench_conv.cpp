@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -140,9 +141,9 @@ BENCHMARK(BM_ConvBackwardWeight)->Apply(conv_args);
 
 // bn1 (training) on conv1's output (1600, 64, 25, 25) and the stem max pool
 // 3x3 s2 p1 -> (1600, 64, 13, 13). Memory bound: GB/s of tensors read + written.
-// Arg: impl (0 = onednn, 1 = reference).
 void BM_BatchNormTraining(benchmark::State& st) {
-  set_cpu_conv_impl(st.range(0) == 1 ? "reference" : "onednn");
+  // Arg 0: oneDNN batch norm (IPSNET_ONEDNN_BN=1); 1: the loops (the float32 default).
+  if (st.range(0) == 0) setenv("IPSNET_ONEDNN_BN", "1", 1);
   Backend& be = backend_for(Device::cpu());
   BatchNormGeometry g{kBatch, 64, 25 * 25};
   Generator gen(3);
@@ -150,15 +151,18 @@ void BM_BatchNormTraining(benchmark::State& st) {
   Tensor gm = Tensor::ones({g.c}), bt = Tensor::zeros({g.c});
   Tensor mean = Tensor::empty({g.c}), rstd = Tensor::empty({g.c});
   Tensor rm = Tensor::zeros({g.c}), rv = Tensor::ones({g.c});
+  be.batch_norm_forward_training(x, gm, bt, y, mean, rstd, rm, rv, g, 0.1, 1e-5);  // warm-up
   for (auto _ : st) be.batch_norm_forward_training(x, gm, bt, y, mean, rstd, rm, rv, g, 0.1, 1e-5);
-  st.SetLabel(st.range(0) == 1 ? "reference" : "onednn");
+  st.SetLabel(st.range(0) == 1 ? "loops" : "onednn");
+  unsetenv("IPSNET_ONEDNN_BN");
   st.counters["GB/s"] = benchmark::Counter(2.0 * double(x.nbytes()) * double(st.iterations()) / 1e9,
                                            benchmark::Counter::kIsRate);
   set_cpu_conv_impl("onednn");
 }
 
 void BM_BatchNormBackward(benchmark::State& st) {
-  set_cpu_conv_impl(st.range(0) == 1 ? "reference" : "onednn");
+  // Arg 0: oneDNN batch norm (IPSNET_ONEDNN_BN=1); 1: the loops (the float32 default).
+  if (st.range(0) == 0) setenv("IPSNET_ONEDNN_BN", "1", 1);
   Backend& be = backend_for(Device::cpu());
   BatchNormGeometry g{kBatch, 64, 25 * 25};
   Generator gen(3);
@@ -166,8 +170,10 @@ void BM_BatchNormBackward(benchmark::State& st) {
   Tensor dx = Tensor::empty({g.n, g.c, g.s});
   Tensor gm = Tensor::ones({g.c}), mean = Tensor::zeros({g.c}), rstd = Tensor::ones({g.c});
   Tensor dg = Tensor::empty({g.c}), db = Tensor::empty({g.c});
+  be.batch_norm_backward(x, gm, dy, mean, rstd, dx, dg, db, g, false, 1e-5);  // warm-up
   for (auto _ : st) be.batch_norm_backward(x, gm, dy, mean, rstd, dx, dg, db, g, false, 1e-5);
-  st.SetLabel(st.range(0) == 1 ? "reference" : "onednn");
+  st.SetLabel(st.range(0) == 1 ? "loops" : "onednn");
+  unsetenv("IPSNET_ONEDNN_BN");
   st.counters["GB/s"] = benchmark::Counter(3.0 * double(x.nbytes()) * double(st.iterations()) / 1e9,
                                            benchmark::Counter::kIsRate);
   set_cpu_conv_impl("onednn");
@@ -187,6 +193,7 @@ void BM_MaxPoolForward(benchmark::State& st) {
   Generator gen(4);
   Tensor x = Tensor::randn({g.n, g.c, g.h, g.w}, gen), y = Tensor::empty({g.n, g.c, g.ho, g.wo});
   Tensor idx = st.range(0) == 0 ? Tensor::empty({g.n, g.c, g.ho, g.wo}, DType::Int64) : Tensor();
+  be.max_pool2d_forward(x, y, idx, g);  // warm-up
   for (auto _ : st) be.max_pool2d_forward(x, y, idx, g);
   st.SetLabel(st.range(0) == 0 ? "with indices (loops)" : "inference (onednn)");
   st.counters["GB/s"] = benchmark::Counter(double(x.nbytes() + y.nbytes()) * double(st.iterations()) / 1e9,
@@ -208,6 +215,7 @@ void BM_MaxPoolBackward(benchmark::State& st) {
   Tensor idx = Tensor::empty({g.n, g.c, g.ho, g.wo}, DType::Int64);
   be.max_pool2d_forward(x, y, idx, g);
   Tensor dx = Tensor::empty(x.shape());
+  be.max_pool2d_backward(y, idx, dx, g);  // warm-up
   for (auto _ : st) be.max_pool2d_backward(y, idx, dx, g);
   st.counters["GB/s"] = benchmark::Counter(
       double(dx.nbytes() + y.nbytes() + idx.nbytes()) * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);

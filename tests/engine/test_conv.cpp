@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -289,10 +290,13 @@ TEST(BatchNorm, OneDnnMatchesReference) {
   for (Shape xs : {Shape{8, 16, 13, 13}, Shape{6, 5, 7, 3}, Shape{32, 24}}) {
     for (bool training : {true, false}) {
       SCOPED_TRACE(str_cat(shape_str(xs), training ? " training" : " eval"));
-      std::vector<Tensor> fast, ref32, ref64;
+      std::vector<Tensor> fast, loops32, ref32, ref64;
       {
         ImplGuard g("onednn");
+        loops32 = bn_fwd_bwd(xs, training, DType::Float32, 21);  // the float32 default: loops
+        setenv("IPSNET_ONEDNN_BN", "1", 1);                       // oneDNN's batch norm
         fast = bn_fwd_bwd(xs, training, DType::Float32, 21);
+        unsetenv("IPSNET_ONEDNN_BN");
       }
       {
         ImplGuard g("reference");
@@ -302,6 +306,7 @@ TEST(BatchNorm, OneDnnMatchesReference) {
       for (size_t i = 0; i < fast.size(); ++i) {
         SCOPED_TRACE(what[i]);
         EXPECT_LT(rel_err(fast[i], ref64[i]), 1e-4);
+        EXPECT_LT(rel_err(loops32[i], ref64[i]), 1e-4);
         EXPECT_LT(rel_err(ref32[i], ref64[i]), 1e-4);
       }
     }
@@ -349,6 +354,19 @@ TEST(MaxPool2d, ValuesIndicesAndTies) {
   std::vector<double> expect(16, 0.0);
   expect[0] = expect[1] = expect[4] = expect[5] = 1.0;
   EXPECT_EQ(g, expect);
+}
+
+TEST(MaxPool2d, NanPropagates) {
+  std::vector<double> v(16, 0.0);
+  v[5] = NAN;  // (1, 1): in the windows of outputs (0, 0), (0, 1), (1, 0), (1, 1) with 2x2 s1
+  v[15] = 7.0;
+  Tensor x = Tensor::from_vector(v, {1, 1, 4, 4}).set_requires_grad(true);
+  Tensor y = ops::max_pool2d(x, {2, 2}, {1, 1});
+  std::vector<double> vy = y.to_vector<double>();
+  EXPECT_TRUE(std::isnan(vy[0]));
+  EXPECT_TRUE(std::isnan(vy[4]));
+  EXPECT_FALSE(std::isnan(vy[2]));
+  EXPECT_EQ(vy[8], 7.0);
 }
 
 TEST(MaxPool2d, OneDnnInferenceMatchesLoops) {
