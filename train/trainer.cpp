@@ -344,8 +344,19 @@ double Trainer::train_step(std::unique_ptr<Prepared> prepared) {
   for (auto& kv : targets) kv.second = kv.second.to(device_);
   net_->train();
   optim_->zero_grad();
-  Tensor loss = forward_loss(patches, idx, targets, nullptr, nullptr);
+  std::map<std::string, Tensor> logits;
+  std::map<std::string, double> task_losses;
+  Tensor loss = forward_loss(patches, idx, targets, &logits, &task_losses);
   double lv = loss.item();
+  {
+    NoGradGuard ng;
+    for (const TaskSpec& t : net_->tasks()) {
+      epoch_probs_[t.name].push_back(net_->activate(t, logits.at(t.name).detach()).to(Device::cpu()));
+      epoch_targets_[t.name].push_back(targets.at(t.name).to(Device::cpu()));
+      epoch_loss_sum_[t.name] += task_losses[t.name] * static_cast<double>(ids.size());
+    }
+    epoch_images_ += static_cast<int64_t>(ids.size());
+  }
   loss.backward();
   std::vector<Tensor> params = net_->parameters();
   if (cfg_.grad_clip > 0) clip_grad_norm(params, cfg_.grad_clip);
@@ -559,11 +570,13 @@ bool Trainer::fit() {
     double peak_mib = memory_stats(device_).peak_allocated_bytes / 1048576.0;
     ++epoch_;
     batch_in_epoch_ = 0;
-    EvalResult tr, te;
-    if (cfg_.eval_every > 0 && (epoch_ % cfg_.eval_every == 0 || epoch_ == cfg_.n_epoch)) {
-      tr = evaluate("train");
+    EvalResult tr = epoch_train_result(), te;
+    epoch_probs_.clear();
+    epoch_targets_.clear();
+    epoch_loss_sum_.clear();
+    epoch_images_ = 0;
+    if (cfg_.eval_every > 0 && (epoch_ % cfg_.eval_every == 0 || epoch_ == cfg_.n_epoch))
       te = evaluate(cfg_.eval_split);
-    }
     tr.seconds = train_seconds;
     tr.images = n_train_;
     double lr = warmup_cosine_lr(cfg_.lr, step_ - 1, spe * cfg_.n_epoch_warmup, spe * cfg_.n_epoch);
@@ -584,6 +597,24 @@ bool Trainer::fit() {
     if (interrupt_flag().load()) return false;
   }
   return true;
+}
+
+EvalResult Trainer::epoch_train_result() const {
+  EvalResult r;
+  if (epoch_images_ == 0) return r;
+  double msum = 0, lsum = 0;
+  for (const TaskConfig& t : cfg_.tasks) {
+    TaskResult tr;
+    tr.loss = epoch_loss_sum_.at(t.name) / static_cast<double>(epoch_images_);
+    tr.metric = compute_metric(t.metric, ops::cat(epoch_probs_.at(t.name), 0), ops::cat(epoch_targets_.at(t.name), 0));
+    r.tasks[t.name] = tr;
+    msum += tr.metric;
+    lsum += tr.loss;
+  }
+  r.loss = lsum / static_cast<double>(cfg_.tasks.size());
+  r.mean_metric = msum / static_cast<double>(cfg_.tasks.size());
+  r.images = epoch_images_;
+  return r;
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {

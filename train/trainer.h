@@ -112,6 +112,12 @@ class Trainer {
   int64_t batch_in_epoch_ = 0;  // batches done in the current epoch (resume point)
   double best_metric_ = -1;
   double last_select_ms_ = 0, last_train_ms_ = 0;  // split of the last step's time
+  // Train-split metrics of the current epoch, gathered from the training
+  // passes themselves (train mode, as the reference reports them).
+  std::map<std::string, std::vector<Tensor>> epoch_probs_, epoch_targets_;
+  std::map<std::string, double> epoch_loss_sum_;
+  int64_t epoch_images_ = 0;
+  EvalResult epoch_train_result() const;
   std::vector<std::pair<EvalResult, EvalResult>> history_;
 };
 

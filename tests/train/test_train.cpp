@@ -86,7 +86,9 @@ TEST(Train, TinyRunLossFalls) {
   train::Trainer t(c, true);
   double before = t.evaluate("train").loss;
   ASSERT_TRUE(t.fit());
-  double after = t.history().back().first.loss;
+  double after = t.evaluate("train").loss;
+  EXPECT_EQ(t.history().size(), 3u);
+  EXPECT_EQ(t.history().back().first.images, 32);  // train metrics from the training passes
   EXPECT_LT(after, before) << "train loss did not fall: " << before << " -> " << after;
   // Run directory contents.
   for (const char* f : {"config.yaml", "metrics.csv", "metrics.jsonl", "train.log", "checkpoint_last.safetensors",
