@@ -21,10 +21,12 @@ enum class UnaryOp : int {
 
 enum class BinaryOp : int { Add, Sub, Mul, Div, Maximum, Minimum, BceWithLogits, Gt, Lt, Ge, Le, Eq, Ne };
 
-// y = max(x, 0); dx = dy * [x > 0]
+// y = max(x, 0); dx = dy * [y > 0]  (y > 0 exactly when x > 0: backward reads
+// the output, which the next layer usually saves anyway, so the input need not
+// be kept alive)
 struct ReluOp {
   template <typename T> IPSNET_HD static T fwd(T x, T) { return x > T(0) ? x : T(0); }
-  template <typename T> IPSNET_HD static T bwd(T x, T, T dy, T) { return x > T(0) ? dy : T(0); }
+  template <typename T> IPSNET_HD static T bwd(T, T y, T dy, T) { return y > T(0) ? dy : T(0); }
 };
 // y = 1 / (1 + e^-x); dx = dy * y (1 - y)
 struct SigmoidOp {
@@ -165,7 +167,7 @@ IPSNET_HD void dispatch_binary(BinaryOp op, F&& f) {
 
 /// Whether an op's backward reads the saved output y (else it reads x).
 inline bool unary_backward_uses_output(UnaryOp op) {
-  return op == UnaryOp::Sigmoid || op == UnaryOp::Tanh || op == UnaryOp::Exp ||
+  return op == UnaryOp::Relu || op == UnaryOp::Sigmoid || op == UnaryOp::Tanh || op == UnaryOp::Exp ||
          op == UnaryOp::Sqrt || op == UnaryOp::Reciprocal;
 }
 
