@@ -23,11 +23,13 @@ double encoder_gflop_per_patch() {
   return f / 1e9;
 }
 
+// Arg 1: BatchNorm folded into the convolutions (the fold_bn selection shortcut).
 void BM_SelectionForward(benchmark::State& st) {
   const int64_t n = st.range(0);
   Generator g(0);
   ResNet net(ResNetOptions().depth(18).in_channels(1).n_res_blocks(2), g);
   net.eval();
+  net.set_fold_bn(st.range(1) != 0);
   Tensor x = Tensor::rand({n, 1, 50, 50}, g);
   NoGradGuard ng;
   Tensor y = net.forward(x);  // warm-up (primitive creation)
@@ -60,7 +62,7 @@ void BM_TrainingPass(benchmark::State& st) {
       benchmark::Counter(3 * encoder_gflop_per_patch() * n * st.iterations(), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK(BM_SelectionForward)->Arg(1600)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_SelectionForward)->Args({1600, 0})->Args({1600, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_TrainingPass)->Arg(1600)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace
