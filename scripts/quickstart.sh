@@ -16,7 +16,7 @@ IPSNET=build/apps/ipsnet
 DATA=${QUICKSTART_DATA:-data/quickstart}
 if [[ ! -f "$DATA/parameters.json" ]]; then
   $IPSNET generate-data --style ips --width 500 --height 500 --n-noise ${QUICKSTART_NOISE:-10} \
-    --n-train ${QUICKSTART_TRAIN:-1000} --n-test ${QUICKSTART_TEST:-300} "$DATA"
+    --n-train ${QUICKSTART_TRAIN:-2000} --n-test ${QUICKSTART_TEST:-300} "$DATA"
 fi
 RUN=$($IPSNET train --config configs/quickstart.yaml --data "$DATA" --out runs ${QUICKSTART_SET:+--set "$QUICKSTART_SET"})
 $IPSNET eval --checkpoint "$RUN/checkpoint_best.safetensors" --data "$DATA" --predictions "$RUN/predictions.csv"
