@@ -220,8 +220,8 @@ TEST(MnistStyle, CliGenerateAndDataInfo) {
   EXPECT_EQ(tr.width(), 120);
   EXPECT_EQ(tr.height(), 100);
   EXPECT_EQ(tr.meta(0).digits[0].size, 100);
-  std::string params(testing_data::read_bytes(d / "ds/parameters.json").begin(),
-                     testing_data::read_bytes(d / "ds/parameters.json").end());
+  const std::vector<uint8_t> param_bytes = testing_data::read_bytes(d / "ds/parameters.json");
+  std::string params(param_bytes.begin(), param_bytes.end());
   EXPECT_NE(params.find("\"style\": \"mnist\""), std::string::npos) << params;
   EXPECT_NE(params.find("\"n_train\": 60"), std::string::npos) << params;
 

@@ -144,8 +144,13 @@ void conv_backward_weight_ref(CpuBackend& be, const Tensor& x, const Tensor& dy,
 // everywhere (bench_conv at batch 1600, 2 cores: blocked is ~1.5-2x faster on
 // 3x3 convs with 64-128 channels, plain several times faster on the 1-channel
 // 7x7 stem and on 1x1 convs, where reorders dominate), so the first call of
-// each shape times both on the real arguments and keeps the faster, as
-// cuDNN's algorithm search does. IPSNET_ONEDNN_LAYOUT=plain|blocked pins one.
+// each shape picks one by a fixed rule from those measurements (plain for
+// the 1x1 convs and the forward of convs with fewer than 8 input channels,
+// blocked otherwise; the stem's backward-weights is 70x slower plain). The
+// rule is deterministic, so the same seed gives the same numbers in every
+// run. IPSNET_ONEDNN_LAYOUT=plain|blocked pins one everywhere; =timed times
+// both on a shape's first call and keeps the faster (like cuDNN's search;
+// results may then differ between runs in the last bits).
 
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
@@ -156,18 +161,27 @@ memory::dims dst_dims(const Conv2dGeometry& g) { return {g.n, g.o, g.ho, g.wo}; 
 
 memory::desc md(const memory::dims& d, tag t) { return {d, memory::data_type::f32, t}; }
 
-// 0 = time both, 1 = plain, 2 = blocked.
+// 0 = time both, 1 = plain, 2 = blocked, 3 = the fixed rule (default).
 int layout_policy() {
   static const int policy = [] {
     const char* env = std::getenv("IPSNET_ONEDNN_LAYOUT");
     std::string v = env ? env : "";
     if (v == "plain") return 1;
     if (v == "blocked") return 2;
-    IPSNET_CHECK(v.empty() || v == "auto", "IPSNET_ONEDNN_LAYOUT: expected plain, blocked or auto, got \"",
+    if (v == "timed") return 0;
+    IPSNET_CHECK(v.empty() || v == "rule", "IPSNET_ONEDNN_LAYOUT: expected rule, plain, blocked or timed, got \"",
                  v, "\"");
-    return 0;
+    return 3;
   }();
   return policy;
+}
+
+// The fixed rule: 0 = plain, 1 = blocked.
+int rule_choice(const Conv2dGeometry& g, bool forward) {
+  const bool one_by_one = g.kh == 1 && g.kw == 1;
+  if (one_by_one) return 0;
+  if (forward && g.c < 8) return 0;
+  return 1;
 }
 
 // Descriptors of one variant: tag::any everywhere when blocked.
@@ -255,13 +269,14 @@ struct Variants {
   Prim prim[2];
   mutable std::atomic<int> choice{-1};
   template <typename MakePd>
-  explicit Variants(MakePd&& make_pd) {
+  Variants(MakePd&& make_pd, int rule) {
     for (int b = 0; b < 2; ++b) {
       pd[b] = make_pd(b == 1);
       prim[b] = Prim(pd[b]);
     }
     const int policy = layout_policy();
-    if (policy != 0) choice = policy - 1;
+    if (policy == 1 || policy == 2) choice = policy - 1;
+    if (policy == 3) choice = rule;
   }
 };
 
@@ -288,7 +303,7 @@ using ConvBwdWeights = Variants<dnnl::convolution_backward_weights::primitive_de
 
 // The cache holds non-copyable Variants: build in place.
 template <typename V, typename MakePd>
-std::shared_ptr<const V> cached_variants(const std::string& key, MakePd&& make_pd) {
+std::shared_ptr<const V> cached_variants(const std::string& key, MakePd&& make_pd, int rule) {
   static std::mutex mu;
   static std::unordered_map<std::string, std::shared_ptr<const V>> cache;
   {
@@ -296,7 +311,7 @@ std::shared_ptr<const V> cached_variants(const std::string& key, MakePd&& make_p
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
   }
-  auto entry = std::make_shared<const V>(make_pd);
+  auto entry = std::make_shared<const V>(make_pd, rule);
   std::lock_guard<std::mutex> lock(mu);
   return cache.emplace(key, entry).first->second;
 }
@@ -306,7 +321,8 @@ void conv_forward_onednn(const Tensor& x, const Tensor& weight, const Tensor& bi
   const bool with_bias = bias.defined();
   try {
     auto v = cached_variants<ConvFwd>(str_cat("conv_fwd ", g.str(), with_bias ? " b" : ""),
-                                      [&](bool blocked) { return conv_fwd_pd(g, with_bias, blocked); });
+                                      [&](bool blocked) { return conv_fwd_pd(g, with_bias, blocked); },
+                                      rule_choice(g, true));
     run_variant(*v, [&](const auto& pd, const auto& prim) {
       Operand src(x, src_dims(g), tag::nchw, pd.src_desc());
       Operand wei(weight, wei_dims(g), tag::oihw, pd.weights_desc());
@@ -327,7 +343,8 @@ void conv_backward_data_onednn(const Tensor& dy, const Tensor& weight, const Ten
                                const Conv2dGeometry& g) {
   try {
     auto v = cached_variants<ConvBwdData>(str_cat("conv_bwd_data ", g.str()),
-                                          [&](bool blocked) { return conv_bwd_data_pd(g, blocked); });
+                                          [&](bool blocked) { return conv_bwd_data_pd(g, blocked); },
+                                          rule_choice(g, false));
     run_variant(*v, [&](const auto& pd, const auto& prim) {
       Operand ddst(dy, dst_dims(g), tag::nchw, pd.diff_dst_desc());
       Operand wei(weight, wei_dims(g), tag::oihw, pd.weights_desc());
@@ -351,7 +368,7 @@ void conv_backward_weight_onednn(const Tensor& x, const Tensor& dy, const Tensor
   try {
     auto v = cached_variants<ConvBwdWeights>(
         str_cat("conv_bwd_w ", g.str(), with_bias ? " b" : ""),
-        [&](bool blocked) { return conv_bwd_weights_pd(g, with_bias, blocked); });
+        [&](bool blocked) { return conv_bwd_weights_pd(g, with_bias, blocked); }, rule_choice(g, false));
     run_variant(*v, [&](const auto& pd, const auto& prim) {
       Operand src(x, src_dims(g), tag::nchw, pd.src_desc());
       Operand ddst(dy, dst_dims(g), tag::nchw, pd.diff_dst_desc());
