@@ -103,8 +103,8 @@ struct ModelTerms {
 // Per-patch element counts of a BasicBlock ResNet encoder (derivation in
 // docs/memory_model.md; what each op keeps is read off engine/ops):
 //   conv saves its input; training BatchNorm saves its input; ReLU saves its
-//   input; max-pool saves int64 indices (2 floats each); add and the global
-//   average pool save nothing.
+//   output (shared with the next conv's saved input); max-pool saves int64
+//   indices (2 floats each); add and the global average pool save nothing.
 // saved: bytes kept for backward per patch (the patch itself included);
 // nograd: the no-grad forward's largest moment per patch (input + conv1
 // output + BatchNorm output); bwd: the backward transient per patch (the
@@ -117,7 +117,7 @@ void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_
   const double a_in = static_cast<double>(in.chan * h * h);
   const double a1 = 64.0 * s1 * s1;
   const double a2 = 64.0 * s2 * s2;
-  // conv1 input; conv1 output (BN); BN output (ReLU); max-pool indices and output.
+  // conv1 input; conv1 output (BN); ReLU output; max-pool indices and output.
   double saved = a_in + 2 * a1 + 2 * a2 + a2;
   int64_t s = s2, c = 64;
   double last = 0;
@@ -126,17 +126,17 @@ void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_
     const int64_t so = st == 0 ? s : conv_out(s, 3, 2, 1);
     const double map = static_cast<double>(c_out * so * so);
     for (int b = 0; b < in.blocks_per_stage; ++b) {
-      // conv1 output (BN), BN output (ReLU), ReLU output (conv2), conv2 output
-      // (BN), the residual sum (ReLU), the block output (next conv); the
-      // downsample adds its conv output (BN).
-      saved += 6 * map;
+      // conv1 output (BN), ReLU output (ReLU and conv2), conv2 output (BN),
+      // the block output (its ReLU, and the next conv); the downsample adds
+      // its conv output (BN).
+      saved += 4 * map;
       if (b == 0 && (st > 0 || c != c_out)) saved += map;
     }
     last = map;
     s = so;
     c = c_out;
   }
-  saved -= last;  // the encoder's output map feeds only the average pool
+  (void)last;  // the last block's output stays saved by its ReLU
   *saved_bytes = 4.0 * saved;
   *nograd_bytes = 4.0 * (a_in + 2 * a1);
   *bwd_transient = 4.0 * 2 * a2;
