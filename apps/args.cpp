@@ -1,5 +1,7 @@
 #include "apps/args.h"
 
+#include "engine/common/strings.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -44,17 +46,7 @@ void ArgParser::add_positional(const std::string& name, const std::string& help)
 }
 
 size_t ArgParser::edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
+  return ::ipsnet::edit_distance(a, b);
 }
 
 ArgParser::Option* ArgParser::lookup(const std::string& name) {

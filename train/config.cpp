@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/common/error.h"
+#include "engine/common/strings.h"
 
 namespace ipsnet {
 namespace train {
@@ -24,18 +25,6 @@ struct KeySpec {
   std::function<void(Config&, const YAML::Node&, const std::string&)> set;
   std::function<std::string(const Config&)> get;
 };
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 std::string node_text(const YAML::Node& n) {
   YAML::Emitter e;
