@@ -18,21 +18,35 @@ PatchGrid PatchGrid::make(int64_t height, int64_t width, int64_t size, int64_t s
 
 namespace {
 
+// The zero-patch shortcut: the embedding of an all-zero patch, computed the
+// first time a selection meets one (eval-mode BN makes it a constant).
+struct ZeroEmbedding {
+  bool enabled = false;
+  Tensor emb;  // (D) once computed
+};
+
 // Encodes the (b, p) patches listed in rows of idx (B, k), skipping known-zero
-// patches when a zero embedding is available. Returns (B, k, D).
+// patches when the shortcut is on. Returns (B, k, D).
 Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vector<int64_t>>& idx,
-                      const Tensor& zero_emb, int64_t* n_encoded) {
+                      ZeroEmbedding& zero, int64_t* n_encoded) {
   const int64_t B = static_cast<int64_t>(idx.size());
   const int64_t k = B ? static_cast<int64_t>(idx[0].size()) : 0;
   std::vector<int64_t> img, pat, slot;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < k; ++j) {
       int64_t p = idx[static_cast<size_t>(b)][static_cast<size_t>(j)];
-      if (zero_emb.defined() && src.is_zero(b, p)) continue;
+      if (zero.enabled && src.is_zero(b, p)) {
+        if (!zero.emb.defined()) {
+          zero.emb = net.encode(src.get({b}, {p})).reshape({net.D()});
+          *n_encoded += 1;
+        }
+        continue;
+      }
       img.push_back(b);
       pat.push_back(p);
       slot.push_back(b * k + j);
     }
+  const Tensor& zero_emb = zero.emb;
   const int64_t D = net.D();
   *n_encoded += static_cast<int64_t>(img.size());
   if (static_cast<int64_t>(img.size()) == B * k) return net.encode(src.get(img, pat)).reshape({B, k, D});
@@ -88,19 +102,8 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
     }
   }
   SelectionResult res;
-  Tensor zero_emb;
-  if (opt.dedup_zero) {
-    // The embedding of an all-zero patch, computed once (eval-mode BN: a constant).
-    bool any_zero = false;
-    for (int64_t b = 0; b < B && !any_zero; ++b)
-      for (int64_t p = 0; p < N && !any_zero; ++p) any_zero = src.is_zero(b, p);
-    if (any_zero) {
-      Tensor one = src.get({0}, {0});
-      Tensor z = Tensor::zeros(one.shape(), one.dtype(), one.device());
-      zero_emb = net.encode(z).reshape({net.D()});
-      res.n_encoded += 1;
-    }
-  }
+  ZeroEmbedding zero_emb;
+  zero_emb.enabled = opt.dedup_zero;
   auto score = [&](const Tensor& emb, const std::vector<std::vector<int64_t>>& idx) {
     Tensor x = pos.defined() ? ops::add(emb, positions(pos, idx)) : emb;
     return net.get_scores(x);  // (B, L)
