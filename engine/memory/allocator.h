@@ -2,12 +2,15 @@
 //
 // Every tensor byte comes from an Allocator. The statistics follow PyTorch's
 // vocabulary: `allocated` = bytes held by live tensors (the figure IPS papers
-// report as peak memory), `reserved` = bytes obtained from the system (equal to
-// allocated on the CPU, larger under the CUDA caching allocator).
+// report as peak memory), `reserved` = bytes obtained from the system (larger
+// than allocated under the caching allocators: CPU blocks of 1 MiB and more,
+// every CUDA block).
 #pragma once
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <list>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -42,6 +45,8 @@ class Allocator {
   /// Bookkeeping helpers for implementations (thread-safe).
   void record_alloc(size_t nbytes, bool from_system, size_t system_bytes);
   void record_free(size_t nbytes, bool to_system, size_t system_bytes);
+  /// A cached block went back to the system (reserved only).
+  void record_release(size_t system_bytes);
 
  private:
   mutable std::mutex mu_;
@@ -57,11 +62,43 @@ MemoryStats memory_stats(Device d = Device::cpu());
 void reset_peak_memory(Device d = Device::cpu());
 
 /// The CPU allocator: 64-byte aligned, counted like any other.
+///
+/// Requests of kCacheMin bytes and more are rounded up to a block size (at
+/// most 1/8 above the request) and, when a tensor frees them, kept for reuse
+/// instead of being returned to the system: a fresh block costs a page fault
+/// and a kernel page clear per 4 KiB on first touch, which measured 35 % of a
+/// training step of the official config before this cache. A request takes the
+/// smallest cached block of at least its size and at most 1.5 times it. Unused
+/// cached bytes are capped (IPSNET_CPU_CACHE_MIB, default 1024; 0 turns the
+/// cache off): the oldest-freed blocks go back first. `reserved` counts held
+/// blocks, in use or cached; empty_cache() returns the cached ones. On a
+/// failed system allocation the cache is emptied and the allocation retried.
 class CpuAllocator : public Allocator {
  public:
+  static constexpr size_t kCacheMin = size_t(1) << 20;
   void* allocate(size_t nbytes) override;
   void deallocate(void* ptr, size_t nbytes) override;
   Device device() const override { return Device::cpu(); }
+  void empty_cache() override;
+  /// Cap on unused cached bytes (0: no cache). Default from IPSNET_CPU_CACHE_MIB.
+  void set_cache_limit(size_t bytes);
+  size_t cache_limit();
+  /// The block a cached request is rounded to (requests >= kCacheMin).
+  static size_t block_size(size_t nbytes);
+
+ private:
+  struct Cached {
+    void* ptr;
+    size_t bytes;
+  };
+  void evict_locked(size_t keep_bytes);  // frees oldest blocks until cached <= keep_bytes
+  std::mutex cache_mu_;
+  std::list<Cached> lru_;                                      // oldest first
+  std::multimap<size_t, std::list<Cached>::iterator> by_size_;  // block size -> entry
+  std::map<void*, size_t> live_blocks_;                          // cached-size blocks in use
+  size_t cached_bytes_ = 0;
+  bool limit_known_ = false;
+  size_t limit_ = 0;
 };
 
 }  // namespace ipsnet

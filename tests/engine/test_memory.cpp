@@ -27,7 +27,77 @@ TEST(Memory, TensorBytesAppearInCurrentAndPeakAndLeaveWhenFreed) {
   EXPECT_GE(s2.peak_allocated_bytes, s0.allocated_bytes + 1024 * 256 * 4);
   reset_peak_memory();
   EXPECT_EQ(memory_stats().peak_allocated_bytes, s2.allocated_bytes);
-  EXPECT_EQ(memory_stats().reserved_bytes, memory_stats().allocated_bytes);  // CPU: no cache
+  EXPECT_GE(memory_stats().reserved_bytes, memory_stats().allocated_bytes);  // blocks >= 1 MiB are cached
+}
+
+// The CPU allocator's cache of large blocks: reuse, accounting, cap, empty_cache.
+class CpuCache : public ::testing::Test {
+ protected:
+  CpuAllocator& cpu() { return static_cast<CpuAllocator&>(get_allocator(Device::cpu())); }
+  void SetUp() override { saved_ = cpu().cache_limit(); }
+  void TearDown() override { cpu().set_cache_limit(saved_); }
+  size_t saved_ = 0;
+};
+
+TEST_F(CpuCache, BlockSizesRoundUpByAtMostAnEighth) {
+  for (size_t n : {size_t(1) << 20, (size_t(1) << 20) + 1, size_t(3'000'000), size_t(256'000'000)}) {
+    size_t b = CpuAllocator::block_size(n);
+    EXPECT_GE(b, n);
+    EXPECT_LE(b - n, n / 8 + 1) << n;
+    EXPECT_EQ(CpuAllocator::block_size(b), b) << "a block size is its own block size";
+  }
+}
+
+TEST_F(CpuCache, FreedLargeBlockIsReusedWithoutASystemAllocation) {
+  cpu().set_cache_limit(size_t(256) << 20);
+  cpu().empty_cache();
+  const void* first;
+  {
+    Tensor t = Tensor::empty({1 << 20});  // 4 MiB
+    first = t.raw_data();
+  }
+  MemoryStats s0 = memory_stats();
+  EXPECT_GE(s0.reserved_bytes - s0.allocated_bytes, int64_t(4) << 20) << "the freed block stays reserved";
+  {
+    Tensor t = Tensor::empty({(1 << 20) - 100});  // a little smaller: same block
+    EXPECT_EQ(t.raw_data(), first);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
+    MemoryStats s1 = memory_stats();
+    EXPECT_EQ(s1.num_system_allocs, s0.num_system_allocs);
+    EXPECT_EQ(s1.reserved_bytes, s0.reserved_bytes);
+    EXPECT_EQ(s1.allocated_bytes - s0.allocated_bytes, ((1 << 20) - 100) * 4);
+  }
+  cpu().empty_cache();
+  MemoryStats s2 = memory_stats();
+  EXPECT_EQ(s2.reserved_bytes, s0.reserved_bytes - int64_t(CpuAllocator::block_size(size_t(4) << 20)));
+}
+
+TEST_F(CpuCache, MuchLargerCachedBlockIsNotUsedForASmallRequest) {
+  cpu().set_cache_limit(size_t(256) << 20);
+  cpu().empty_cache();
+  { Tensor big = Tensor::empty({4 << 20}); }  // 16 MiB cached
+  MemoryStats s0 = memory_stats();
+  { Tensor small = Tensor::empty({1 << 20}); }  // 4 MiB: not from the 16 MiB block
+  EXPECT_EQ(memory_stats().num_system_allocs, s0.num_system_allocs + 1);
+  cpu().empty_cache();
+}
+
+TEST_F(CpuCache, CapZeroReturnsEveryBlockAndCapBoundsTheCache) {
+  cpu().set_cache_limit(0);
+  MemoryStats s0 = memory_stats();
+  { Tensor t = Tensor::empty({1 << 20}); }
+  MemoryStats s1 = memory_stats();
+  EXPECT_EQ(s1.reserved_bytes, s0.reserved_bytes);
+  EXPECT_EQ(s1.num_system_allocs, s0.num_system_allocs + 1);
+  cpu().set_cache_limit(size_t(6) << 20);  // room for one 4 MiB block
+  {
+    Tensor a = Tensor::empty({1 << 20});
+    Tensor b = Tensor::empty({1 << 20});
+  }
+  MemoryStats s2 = memory_stats();
+  EXPECT_LE(s2.reserved_bytes - s2.allocated_bytes, int64_t(6) << 20);
+  EXPECT_GE(s2.reserved_bytes - s2.allocated_bytes, int64_t(4) << 20);
+  cpu().empty_cache();
 }
 
 TEST(Memory, CpuAllocationsAre64ByteAligned) {
