@@ -88,6 +88,7 @@ struct ModelInput {
   // shortcut lowers it); 1 without shortcuts.
   double encoded_fraction = 1.0;
   int64_t feature_dim = 0;  // > 0: the "features" encoder
+  bool recompute = true;    // ResNet::set_recompute (recompute_activations)
 };
 
 int64_t conv_out(int64_t s, int64_t k, int64_t st, int64_t p) { return (s + 2 * p - k) / st + 1; }
@@ -105,41 +106,47 @@ struct ModelTerms {
 //   conv saves its input; training BatchNorm saves its input; ReLU saves its
 //   output (shared with the next conv's saved input); max-pool saves int64
 //   indices (2 floats each); add and the global average pool save nothing.
+//   With recompute (the default), BatchNorm+ReLU is one op whose output is
+//   recomputed in backward, so the next conv keeps nothing, and the stem conv
+//   output is recomputed from the patch: the stem keeps only the pool's
+//   indices and output, a block its conv1 output, conv2 output and output.
 // saved: bytes kept for backward per patch (the patch itself included);
 // nograd: the no-grad forward's largest moment per patch (input + conv1
-// output + BatchNorm output); bwd: the backward transient per patch (the
-// gradient of the first stage's output, from the main branch and from the
-// downsample of the next stage, while that block's tensors are still saved).
-void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_bytes, double* bwd_transient) {
+// output + BatchNorm output); bwd: the backward transient per patch above the
+// saved set (the gradient of the first stage's output, from the main branch
+// and from the downsample of the next stage, while that block's tensors are
+// still saved); stem: with recompute, the moment backward reaches the stem
+// (the patch, the recomputed conv1 output, the ReLU output turned gradient
+// and the BatchNorm's input gradient), a peak of its own.
+void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_bytes, double* bwd_transient,
+                      double* stem_bytes) {
   const int64_t h = in.patch;
   const int64_t s1 = conv_out(h, 7, 2, 3);   // conv1
   const int64_t s2 = conv_out(s1, 3, 2, 1);  // maxpool
   const double a_in = static_cast<double>(in.chan * h * h);
   const double a1 = 64.0 * s1 * s1;
   const double a2 = 64.0 * s2 * s2;
-  // conv1 input; conv1 output (BN); ReLU output; max-pool indices and output.
-  double saved = a_in + 2 * a1 + 2 * a2 + a2;
+  // conv1 input; [conv1 output (BN); ReLU output;] max-pool indices and output.
+  double saved = a_in + (in.recompute ? 0.0 : 2 * a1) + 2 * a2 + a2;
   int64_t s = s2, c = 64;
-  double last = 0;
   for (int st = 0; st < in.stages; ++st) {
     const int64_t c_out = 64 << st;
     const int64_t so = st == 0 ? s : conv_out(s, 3, 2, 1);
     const double map = static_cast<double>(c_out * so * so);
     for (int b = 0; b < in.blocks_per_stage; ++b) {
-      // conv1 output (BN), ReLU output (ReLU and conv2), conv2 output (BN),
+      // conv1 output (BN), [ReLU output (ReLU and conv2),] conv2 output (BN),
       // the block output (its ReLU, and the next conv); the downsample adds
       // its conv output (BN).
-      saved += 4 * map;
+      saved += (in.recompute ? 3 : 4) * map;
       if (b == 0 && (st > 0 || c != c_out)) saved += map;
     }
-    last = map;
     s = so;
     c = c_out;
   }
-  (void)last;  // the last block's output stays saved by its ReLU
   *saved_bytes = 4.0 * saved;
   *nograd_bytes = 4.0 * (a_in + 2 * a1);
   *bwd_transient = 4.0 * 2 * a2;
+  *stem_bytes = in.recompute ? 4.0 * (a_in + 3 * a1) : 0.0;
 }
 
 ModelTerms memory_model(const ModelInput& in) {
@@ -156,10 +163,10 @@ ModelTerms memory_model(const ModelInput& in) {
     // No-grad: one chunk of features, the LN output and the embeddings.
     t.select_peak = t.state + 4.0 * static_cast<double>(in.B_seq) * chunk * (2 * F + 2 * D);
   } else {
-    double saved_pp = 0, nograd_pp = 0, bwd_pp = 0;
-    resnet_per_patch(in, &saved_pp, &nograd_pp, &bwd_pp);
+    double saved_pp = 0, nograd_pp = 0, bwd_pp = 0, stem_pp = 0;
+    resnet_per_patch(in, &saved_pp, &nograd_pp, &bwd_pp, &stem_pp);
     t.saved = BM * saved_pp;
-    t.train_peak = t.state + t.saved + BM * bwd_pp;
+    t.train_peak = t.state + BM * std::max(saved_pp + bwd_pp, stem_pp);
     const double hw = static_cast<double>(in.chan * in.patch * in.patch);
     const double seq = static_cast<double>(in.mode == Mode::EagerSeq ? 1 : in.B);
     double resident = 0;
@@ -271,6 +278,7 @@ void run_image(benchmark::State& state, ImageRun run) {
   mi.stages = static_cast<int>(cfg.n_res_blocks);
   mi.blocks_per_stage = cfg.enc_type == "resnet34" ? 3 : 2;
   mi.encoded_fraction = enc_frac;
+  mi.recompute = cfg.recompute_activations;
   ModelTerms mt = memory_model(mi);
   const double measured = static_cast<double>(ms.peak_allocated_bytes);
   state.counters["peak_alloc"] = measured;
@@ -549,25 +557,33 @@ void probe_encoder(int64_t n, int64_t patch) {
   Generator g(1);
   ResNet net(ResNetOptions().depth(18).in_channels(1).n_res_blocks(2), g);
   Tensor x = Tensor::rand({n, 1, patch, patch}, g);  // (n, 1, h, w)
-  const double base = static_cast<double>(memory_stats().allocated_bytes);
-  reset_peak_memory();
   net.train();
-  Tensor y = net.forward(x);
-  MemoryStats f = memory_stats();
-  Tensor loss = ops::sum(y);
-  reset_peak_memory();
-  loss.backward();
-  MemoryStats b = memory_stats();
-  ModelInput mi;
-  mi.patch = patch;
-  double saved = 0, nograd = 0, bwd = 0;
-  resnet_per_patch(mi, &saved, &nograd, &bwd);
-  std::printf("probe %lld patches of %lld: after forward %.1f KiB/patch (model saved %.1f), forward peak %.1f "
-              "KiB/patch, backward peak %.1f KiB/patch\n",
-              static_cast<long long>(n), static_cast<long long>(patch),
-              (static_cast<double>(f.allocated_bytes) - base) / 1024.0 / static_cast<double>(n), saved / 1024.0,
-              (static_cast<double>(f.peak_allocated_bytes) - base) / 1024.0 / static_cast<double>(n),
-              (static_cast<double>(b.peak_allocated_bytes) - base) / 1024.0 / static_cast<double>(n));
+  double nograd = 0;
+  for (bool recompute : {false, true}) {
+    net.set_recompute(recompute);
+    net.zero_grad();
+    const double base = static_cast<double>(memory_stats().allocated_bytes);
+    reset_peak_memory();
+    Tensor y = net.forward(x);
+    MemoryStats f = memory_stats();
+    Tensor loss = ops::sum(y);
+    y = Tensor();
+    reset_peak_memory();
+    loss.backward();
+    MemoryStats b = memory_stats();
+    ModelInput mi;
+    mi.patch = patch;
+    mi.recompute = recompute;
+    double saved = 0, bwd = 0, stem = 0;
+    resnet_per_patch(mi, &saved, &nograd, &bwd, &stem);
+    const double kib = 1024.0 * static_cast<double>(n);
+    std::printf("probe %lld patches of %lld, recompute %s: after forward %.1f KiB/patch (model saved %.1f), forward "
+                "peak %.1f KiB/patch, backward peak %.1f KiB/patch (model %.1f)\n",
+                static_cast<long long>(n), static_cast<long long>(patch), recompute ? "on" : "off",
+                (static_cast<double>(f.allocated_bytes) - base) / kib, saved / 1024.0,
+                (static_cast<double>(f.peak_allocated_bytes) - base) / kib,
+                (static_cast<double>(b.peak_allocated_bytes) - base) / kib, std::max(saved + bwd, stem) / 1024.0);
+  }
   {
     // Stem op by op: bytes held after each (KiB per patch).
     Tensor xg = x;
@@ -585,7 +601,7 @@ void probe_encoder(int64_t n, int64_t patch) {
   }
   NoGradGuard ng;
   net.eval();
-  y = Tensor();
+
   reset_peak_memory();
   const double base2 = static_cast<double>(memory_stats().allocated_bytes);
   Tensor e = net.forward(x);

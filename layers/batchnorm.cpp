@@ -17,7 +17,11 @@ BatchNormBase::BatchNormBase(const BatchNormOptions& o, const char* type_name, i
   }
 }
 
-Tensor BatchNormBase::forward(const Tensor& x) {
+Tensor BatchNormBase::forward(const Tensor& x) { return run(x, false, false); }
+
+Tensor BatchNormBase::forward_relu(const Tensor& x, bool recompute) { return run(x, true, recompute); }
+
+Tensor BatchNormBase::run(const Tensor& x, bool relu, bool recompute) {
   check_defined(x, type_name().c_str(), "x");
   IPSNET_CHECK(x.dim() >= dim_lo_ && x.dim() <= dim_hi_ && x.size(1) == options_.num_features(), type_name(),
                ": input ", shape_str(x.shape()), " does not fit num_features ", options_.num_features(),
@@ -30,6 +34,9 @@ Tensor BatchNormBase::forward(const Tensor& x) {
     num_batches_tracked_.fill_(num_batches_tracked_.item() + 1);
   }
   // Without running stats the buffers are undefined and the op only normalises.
+  if (relu)
+    return ops::batch_norm_relu(x, weight_, bias_, running_mean_, running_var_, use_batch, options_.momentum(),
+                                options_.eps(), recompute);
   return ops::batch_norm(x, weight_, bias_, running_mean_, running_var_, use_batch, options_.momentum(),
                          options_.eps());
 }

@@ -27,6 +27,10 @@ class BatchNormBase : public Module {
                 int64_t expected_dim_hi);
   /// x: (N, C) or (N, C, L) for 1d; (N, C, H, W) for 2d.
   Tensor forward(const Tensor& x) override;
+  /// relu(forward(x)) as one op (ops::batch_norm_relu): saves x only; with
+  /// recompute the output is recomputed in backward instead of being kept by
+  /// the op that consumes it.
+  Tensor forward_relu(const Tensor& x, bool recompute);
   const BatchNormOptions& options() const { return options_; }
   void freeze_stats(bool on) { freeze_stats_ = on; }
   bool stats_frozen() const { return freeze_stats_; }
@@ -38,6 +42,7 @@ class BatchNormBase : public Module {
   Tensor num_batches_tracked_;  // () int64 or undefined
 
  private:
+  Tensor run(const Tensor& x, bool relu, bool recompute);
   BatchNormOptions options_;
   int64_t dim_lo_, dim_hi_;
   bool freeze_stats_ = false;

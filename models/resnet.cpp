@@ -55,6 +55,13 @@ Tensor conv_bn(Conv2d& conv, BatchNormBase& bn, const Tensor& x, bool fold) {
   return ops::conv2d(x, w, b, o.stride(), o.padding(), o.dilation());
 }
 
+// relu(bn(conv(x))): folded, or with BatchNorm and ReLU as one op
+// (ops::batch_norm_relu; recompute: the output is not kept for backward).
+Tensor conv_bn_relu(Conv2d& conv, BatchNormBase& bn, const Tensor& x, bool fold, bool recompute) {
+  if (fold && bn.running_mean_.defined()) return ops::relu(conv_bn(conv, bn, x, true));
+  return bn.forward_relu(conv.forward(x), recompute);
+}
+
 // The downsample branch (Conv2d 1x1 + BatchNorm2d) with optional folding.
 Tensor downsample_forward(Sequential& ds, const Tensor& x, bool fold) {
   auto* conv = dynamic_cast<Conv2d*>(ds[0].get());
@@ -78,7 +85,7 @@ BasicBlock::BasicBlock(int64_t inplanes, int64_t planes, int64_t stride, bool do
 
 Tensor BasicBlock::forward(const Tensor& x) {
   const bool fold = folding(fold_bn_, training_);
-  Tensor out = ops::relu(conv_bn(*conv1_, *bn1_, x, fold));
+  Tensor out = conv_bn_relu(*conv1_, *bn1_, x, fold, recompute_);
   out = conv_bn(*conv2_, *bn2_, out, fold);
   Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
   return ops::relu(out + identity);
@@ -101,8 +108,8 @@ Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, bool do
 
 Tensor Bottleneck::forward(const Tensor& x) {
   const bool fold = folding(fold_bn_, training_);
-  Tensor out = ops::relu(conv_bn(*conv1_, *bn1_, x, fold));
-  out = ops::relu(conv_bn(*conv2_, *bn2_, out, fold));
+  Tensor out = conv_bn_relu(*conv1_, *bn1_, x, fold, recompute_);
+  out = conv_bn_relu(*conv2_, *bn2_, out, fold, recompute_);
   out = conv_bn(*conv3_, *bn3_, out, fold);
   Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
   return ops::relu(out + identity);
@@ -146,7 +153,16 @@ Tensor ResNet::forward(const Tensor& x) {
   check_defined(x, "ResNet", "x");
   IPSNET_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "ResNet: input ", shape_str(x.shape()),
                " must be (N, ", options_.in_channels(), ", h, w)");
-  Tensor y = ops::relu(conv_bn(*conv1_, *bn1_, x, folding(fold_bn_, training_)));
+  const bool fold = folding(fold_bn_, training_);
+  Tensor y;
+  if (recompute_ && !fold && grad_enabled()) {
+    // The stem's output is recomputed from the patch in backward.
+    const Conv2dOptions& o = conv1_->options();
+    y = bn1_->forward_relu(
+        ops::conv2d_recomputed(x, conv1_->weight_, conv1_->bias_, o.stride(), o.padding(), o.dilation()), true);
+  } else {
+    y = conv_bn_relu(*conv1_, *bn1_, x, fold, recompute_);
+  }
   y = ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
   for (auto& layer : layers_) y = layer->forward(y);
   return ops::adaptive_avg_pool2d_1x1(y).flatten(1);  // (N, C_out)
@@ -162,6 +178,15 @@ void ResNet::set_fold_bn(bool on) {
     for (size_t i = 0; i < layer->size(); ++i) {
       if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) b->fold_bn_ = on;
       if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) b->fold_bn_ = on;
+    }
+}
+
+void ResNet::set_recompute(bool on) {
+  recompute_ = on;
+  for (auto& layer : layers_)
+    for (size_t i = 0; i < layer->size(); ++i) {
+      if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) b->recompute_ = on;
+      if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) b->recompute_ = on;
     }
 }
 

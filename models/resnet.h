@@ -36,6 +36,7 @@ class BasicBlock : public Module {
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
   std::shared_ptr<Sequential> downsample_;  // Conv2d 1x1 + BatchNorm2d, or null
   bool fold_bn_ = false;                    // set by ResNet::set_fold_bn
+  bool recompute_ = true;                   // set by ResNet::set_recompute
 };
 
 /// torchvision Bottleneck (v1.5): children conv1 (1x1), bn1, conv2 (3x3,
@@ -50,6 +51,7 @@ class Bottleneck : public Module {
   std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
   std::shared_ptr<Sequential> downsample_;  // or null
   bool fold_bn_ = false;                    // set by ResNet::set_fold_bn
+  bool recompute_ = true;                   // set by ResNet::set_recompute
 };
 
 /// The truncated ResNet encoder. Initialisation as torchvision: convs
@@ -82,6 +84,17 @@ class ResNet : public Module {
   void set_fold_bn(bool on);
   bool fold_bn() const { return fold_bn_; }
 
+  /// Activation recomputation in grad-recording forwards (on by default):
+  /// every BatchNorm + ReLU runs as one op whose output the next convolution
+  /// does not keep (backward recomputes it from the BatchNorm's saved input,
+  /// one elementwise pass), and the stem convolution's output is recomputed
+  /// from the patch (conv1 is 4 % of the encoder's FLOPs, its output 64x the
+  /// patch). Gradients are bit for bit those of the plain forward; the saved
+  /// activations per 50x50 patch of the 2-stage ResNet-18 drop from 1007 to
+  /// 562 KiB (docs/memory_model.md).
+  void set_recompute(bool on);
+  bool recompute() const { return recompute_; }
+
   std::shared_ptr<Conv2d> conv1_;
   std::shared_ptr<BatchNorm2d> bn1_;
   std::vector<std::shared_ptr<Sequential>> layers_;  // layer1..layer{n_res_blocks}
@@ -90,6 +103,7 @@ class ResNet : public Module {
   ResNetOptions options_;
   int64_t out_channels_ = 0;
   bool fold_bn_ = false;
+  bool recompute_ = true;
 };
 
 }  // namespace ipsnet

@@ -157,6 +157,7 @@ void Trainer::setup(bool create_run_dir) {
     IPSNET_CHECK(resnet != nullptr, "freeze: only ResNet encoders can be frozen");
     resnet->freeze_backbone(cfg_.freeze == "all" ? 0 : 1);
   }
+  if (auto* resnet = dynamic_cast<ResNet*>(net_->encoder_.get())) resnet->set_recompute(cfg_.recompute_activations);
   if (device_.is_cuda()) net_->to(device_);
   if (cfg_.use_pos) pos_ = sinusoidal_positional_encoding(N, cfg_.D, DType::Float32, device_);
   std::vector<std::pair<std::string, Tensor>> params;

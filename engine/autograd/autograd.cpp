@@ -38,13 +38,44 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad) {
   return {};
 }
 
+void set_recompute(const Tensor& out, std::shared_ptr<const Recompute> recipe) {
+  IPSNET_CHECK(out.defined() && out.is_contiguous() && out.offset() == 0 &&
+                   out.nbytes() == out.storage()->nbytes(),
+               "set_recompute: expected a fresh contiguous tensor that spans its storage");
+  out.storage()->recompute = std::move(recipe);
+  out.storage()->recompute_version = out.storage()->version();
+}
+
 SavedTensor::SavedTensor(const Tensor& t) {
   if (!t.defined()) return;
+  const auto& st = t.storage();
+  if (st->recompute && st->version() == st->recompute_version && t.is_contiguous() &&
+      t.offset() == 0 && t.nbytes() == st->nbytes()) {
+    recipe_ = st->recompute;
+    weak_ = st;
+    version_ = st->version();
+    shape_ = t.shape();
+    dtype_ = t.dtype();
+    return;
+  }
   t_ = t.detach();
   version_ = t.storage()->version();
 }
 
 Tensor SavedTensor::unpack(const char* node_name) const {
+  if (recipe_) {
+    if (std::shared_ptr<Storage> st = weak_.lock()) {
+      IPSNET_CHECK(st->version() == version_, node_name,
+                   ": a tensor saved for backward was modified in place after it was saved (version ",
+                   version_, " -> ", st->version(), ")");
+      return Tensor(std::make_shared<TensorImpl>(st, shape_, contiguous_strides(shape_), 0, dtype_));
+    }
+    NoGradGuard ng;
+    Tensor r = recipe_->run();
+    IPSNET_CHECK(r.shape() == shape_ && r.dtype() == dtype_, node_name,
+                 ": recomputing a saved tensor gave ", shape_str(r.shape()), " instead of ", shape_str(shape_));
+    return r;
+  }
   if (!t_.defined()) return t_;
   IPSNET_CHECK(t_.storage()->version() == version_, node_name,
                ": a tensor saved for backward was modified in place after it was saved (version ",
@@ -122,7 +153,7 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
                  " a second time; its saved tensors were freed (pass retain_graph=true)");
     Tensor g = std::move(grads[n.get()]);
     grads.erase(n.get());
-    std::vector<Tensor> in_grads = n->apply(g);
+    std::vector<Tensor> in_grads = n->apply_owned(std::move(g));
     g = Tensor();
     if (!retain_graph && dynamic_cast<AccumulateGrad*>(n.get()) == nullptr) {
       n->release();

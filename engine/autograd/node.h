@@ -21,6 +21,9 @@ class Node : public std::enable_shared_from_this<Node> {
   virtual ~Node();
   virtual const char* name() const = 0;
   virtual std::vector<Tensor> apply(const Tensor& grad) = 0;
+  /// What backward calls: the node owns the gradient and may drop it early
+  /// to lower the backward peak (default: apply).
+  virtual std::vector<Tensor> apply_owned(Tensor grad) { return apply(grad); }
   /// Drops saved tensors once backward has run (unless the graph is retained).
   virtual void release() {}
   /// One entry per input; null when that input needs no gradient.
@@ -44,19 +47,46 @@ class AccumulateGrad : public Node {
   std::weak_ptr<TensorImpl> leaf_;
 };
 
+/// A recipe that recomputes an op's output from what it saved (activation
+/// recomputation): run() returns a fresh tensor equal, bit for bit, to the
+/// output at the time it was made (same primitives, same inputs).
+class Recompute {
+ public:
+  virtual ~Recompute() = default;
+  virtual Tensor run() const = 0;
+};
+
+/// Attaches a recipe to out's storage: a SavedTensor of out (or of a view of
+/// its whole storage) then keeps the recipe and a weak reference instead of
+/// the memory. out must be a fresh, contiguous op result.
+void set_recompute(const Tensor& out, std::shared_ptr<const Recompute> recipe);
+
 /// A tensor saved for backward, with the version it had when saved: unpacking
 /// after an in-place change is an error, not a silent wrong gradient.
+/// Saving a tensor whose storage carries a valid recipe (set_recompute) keeps
+/// only the recipe: unpack returns the tensor while something else still
+/// holds it, and otherwise recomputes it.
 class SavedTensor {
  public:
   SavedTensor() = default;
   SavedTensor(const Tensor& t);  // NOLINT: implicit on purpose
   Tensor unpack(const char* node_name) const;
-  void reset() { t_ = Tensor(); }
-  bool defined() const { return t_.defined(); }
+  void reset() {
+    t_ = Tensor();
+    recipe_.reset();
+    weak_.reset();
+  }
+  bool defined() const { return t_.defined() || recipe_ != nullptr; }
+  /// True when this holds a recipe instead of the tensor.
+  bool recomputed() const { return recipe_ != nullptr; }
 
  private:
   Tensor t_;
   uint64_t version_ = 0;
+  std::shared_ptr<const Recompute> recipe_;
+  std::weak_ptr<Storage> weak_;
+  Shape shape_;
+  DType dtype_ = DType::Float32;
 };
 
 struct AutogradMeta {

@@ -49,7 +49,7 @@ struct Conv2dBackward : Node {
 // ---- batch_norm ----------------------------------------------------------------
 
 struct BatchNormBackward : Node {
-  SavedTensor x;      // (N, C, S) contiguous; only when backward reads it
+  SavedTensor x;      // (N, C, S) contiguous; only when backward reads it (always with relu)
   SavedTensor gamma;  // (C) or undefined
   SavedTensor mean;   // (C): batch mean (training) or a copy of running_mean (eval)
   SavedTensor rstd;   // (C): 1 / sqrt(var + eps)
@@ -58,25 +58,75 @@ struct BatchNormBackward : Node {
   bool training = true;
   bool need_x = false, need_gamma = false, need_beta = false;
   double eps = 0;
-  const char* name() const override { return training ? "BatchNormBackward" : "BatchNormEvalBackward"; }
+  // batch_norm_relu: the mask comes from the ReLU output, saved (out) or
+  // recomputed from x (recompute: beta and, in eval, running_var are kept).
+  bool relu = false, recompute = false;
+  SavedTensor out, beta, running_var;
+  const char* name() const override {
+    if (relu) return training ? "BatchNormReluBackward" : "BatchNormReluEvalBackward";
+    return training ? "BatchNormBackward" : "BatchNormEvalBackward";
+  }
+  std::vector<Tensor> apply(const Tensor& g) override { return apply_owned(g); }
   // g: x's shape
-  std::vector<Tensor> apply(const Tensor& g) override {
+  std::vector<Tensor> apply_owned(Tensor g) override {
     Tensor gm = gamma.unpack(name());
     Tensor m = mean.unpack(name()), r = rstd.unpack(name());
     Tensor xx = x.unpack(name());
     Tensor gc = g.contiguous();
+    g = Tensor();
+    Backend& be = backend_for(gc.device());
+    if (relu) {
+      // y = relu(bn(x)); dy_bn = g * (y > 0), written over y when y is ours.
+      Tensor y = recompute ? recompute_output(xx, gm) : out.unpack(name());
+      const bool owned = recompute || y.storage().use_count() == 1;
+      Tensor dy = owned ? y : Tensor::empty(x_shape, gc.dtype(), gc.device());
+      be.unary_backward(math::UnaryOp::Relu, Tensor(), y, gc, dy, 0.0);
+      y = Tensor();
+      gc = dy;  // the gradient of the ReLU's input; the incoming g is dropped
+    }
     Tensor dx, dg, db;
     if (need_x) dx = Tensor::empty(x_shape, gc.dtype(), gc.device());
     if (need_gamma) dg = Tensor::empty({geom.c}, gc.dtype(), gc.device());
     if (need_beta) db = Tensor::empty({geom.c}, gc.dtype(), gc.device());
-    backend_for(gc.device()).batch_norm_backward(xx, gm, gc, m, r, dx, dg, db, geom, !training, eps);
+    be.batch_norm_backward(xx, gm, gc, m, r, dx, dg, db, geom, !training, eps);
     return {dx, dg, db};
+  }
+  // relu(bn(x)) exactly as the forward computed it (no running-stat update).
+  Tensor recompute_output(const Tensor& xx, const Tensor& gm) const {
+    NoGradGuard ng;
+    Tensor rv = running_var.unpack(name());
+    return batch_norm_relu(xx.view(x_shape), gm, beta.unpack(name()), training ? Tensor() : mean.unpack(name()),
+                           rv, training, 0.0, eps, false);
   }
   void release() override {
     x.reset();
     gamma.reset();
     mean.reset();
     rstd.reset();
+    out.reset();
+    beta.reset();
+    running_var.reset();
+  }
+};
+
+// Recomputes relu(bn(x)) for a SavedTensor of batch_norm_relu's output.
+struct BatchNormReluRecompute : Recompute {
+  SavedTensor x, gamma, beta, running_mean, running_var;  // running_*: eval-mode copies
+  bool training = true;
+  double eps = 0;
+  Tensor run() const override {
+    const char* n = "batch_norm_relu (recompute)";
+    return batch_norm_relu(x.unpack(n), gamma.unpack(n), beta.unpack(n), running_mean.unpack(n),
+                           running_var.unpack(n), training, 0.0, eps, false);
+  }
+};
+
+struct Conv2dRecompute : Recompute {
+  SavedTensor x, weight, bias;
+  Pair stride{}, padding{}, dilation{};
+  Tensor run() const override {
+    const char* n = "conv2d (recompute)";
+    return conv2d(x.unpack(n), weight.unpack(n), bias.unpack(n), stride, padding, dilation);
   }
 };
 
@@ -179,8 +229,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   return y;
 }
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                  const Tensor& running_var, bool training, double momentum, double eps) {
+namespace {
+
+// batch_norm and batch_norm_relu. In training mode without running stats the
+// output is a pure function of (x, gamma, beta): what recomputation relies on.
+Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, double momentum, double eps, bool relu,
+                       bool recompute) {
   check_defined(x, "batch_norm", "input");
   const std::string xs = shape_str(x.shape());
   IPSNET_CHECK(is_floating(x.dtype()), "batch_norm: expected a floating input, got ", dtype_name(x.dtype()));
@@ -244,6 +299,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
       rstd = reciprocal(sqrt(add(rv, eps)));
     }
   }
+  if (relu) be.unary(math::UnaryOp::Relu, y, y, 0.0);
   if (any_requires_grad({&x, &gamma, &beta})) {
     auto node = std::make_shared<BatchNormBackward>();
     node->geom = g;
@@ -253,12 +309,60 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
     node->need_x = x.requires_grad();
     node->need_gamma = wants_grad(gamma);
     node->need_beta = wants_grad(beta);
-    // x is read for dgamma, and for dx only with batch statistics.
-    if (node->need_gamma || (training && node->need_x)) node->x = SavedTensor(xc);
-    if (node->need_x) node->gamma = SavedTensor(gc);
+    node->relu = relu;
+    node->recompute = relu && recompute;
+    // x is read for dgamma, and for dx only with batch statistics; the
+    // recomputed ReLU mask reads it too.
+    if (node->need_gamma || (training && node->need_x) || node->recompute) node->x = SavedTensor(xc);
+    if (node->need_x || node->recompute) node->gamma = SavedTensor(gc);
     node->mean = SavedTensor(mean);
     node->rstd = SavedTensor(rstd);
+    if (node->recompute) {
+      node->beta = SavedTensor(bc);
+      if (!training) node->running_var = SavedTensor(running_var.detach().clone());
+      auto recipe = std::make_shared<BatchNormReluRecompute>();
+      recipe->x = SavedTensor(xc);
+      recipe->gamma = SavedTensor(gc);
+      recipe->beta = SavedTensor(bc);
+      if (!training) {
+        recipe->running_mean = SavedTensor(mean);
+        recipe->running_var = node->running_var;
+      }
+      recipe->training = training;
+      recipe->eps = eps;
+      set_recompute(y, recipe);
+    } else if (relu) {
+      node->out = SavedTensor(y);
+    }
     set_history(y, node, {x, gamma, beta});
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum, double eps) {
+  return batch_norm_impl(x, gamma, beta, running_mean, running_var, training, momentum, eps, false, false);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, double momentum, double eps, bool recompute) {
+  return batch_norm_impl(x, gamma, beta, running_mean, running_var, training, momentum, eps, true, recompute);
+}
+
+Tensor conv2d_recomputed(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding,
+                         Pair dilation) {
+  Tensor y = conv2d(x, weight, bias, stride, padding, dilation);
+  if (y.requires_grad()) {
+    auto recipe = std::make_shared<Conv2dRecompute>();
+    recipe->x = SavedTensor(detached_contiguous(x));
+    recipe->weight = SavedTensor(detached_contiguous(weight));
+    recipe->bias = SavedTensor(detached_contiguous(bias));
+    recipe->stride = stride;
+    recipe->padding = padding;
+    recipe->dilation = dilation;
+    set_recompute(y, recipe);
   }
   return y;
 }

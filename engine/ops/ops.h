@@ -115,6 +115,17 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 /// gamma/beta (C) optional.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps);
+/// relu(batch_norm(...)) in one op that saves only x (and the statistics):
+/// backward recomputes the ReLU mask from x. With recompute, the output also
+/// carries a recipe (set_recompute), so an op that saves it for backward (the
+/// next convolution) keeps nothing: backward recomputes it from x, bit for bit.
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, double momentum, double eps, bool recompute);
+/// conv2d whose output carries a recipe (set_recompute): ops that save it
+/// keep nothing and backward runs the convolution again (cheap for a
+/// 1-channel stem, where the output is 64 times the input).
+Tensor conv2d_recomputed(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Pair stride = {1, 1},
+                         Pair padding = {0, 0}, Pair dilation = {1, 1});
 /// x (N, C, H, W) -> max over kernel windows (padding counts as -inf).
 Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding = {0, 0});
 /// x (N, C, H, W) -> (N, C, 1, 1) mean over H, W.

@@ -10,6 +10,7 @@
 namespace ipsnet {
 
 class Allocator;
+class Recompute;
 
 class Storage {
  public:
@@ -24,6 +25,11 @@ class Storage {
   /// Version counter: bumped by every in-place write, checked by autograd.
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+  /// How to recompute this storage's contents (engine/autograd/node.h): set by
+  /// ops whose output backward may recompute instead of keeping; valid while
+  /// the version equals recompute_version.
+  std::shared_ptr<const Recompute> recompute;
+  uint64_t recompute_version = 0;
 
  private:
   void* data_ = nullptr;

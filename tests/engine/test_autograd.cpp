@@ -108,3 +108,62 @@ TEST(Autograd, BranchWithoutGradientStillCompletes) {
 
 }  // namespace
 }  // namespace ipsnet
+
+namespace ipsnet {
+namespace {
+
+// A recipe that counts its runs: y = 2 x.
+struct TwiceRecompute : Recompute {
+  SavedTensor x;
+  mutable int runs = 0;
+  Tensor run() const override {
+    ++runs;
+    return ops::mul(x.unpack("twice"), 2.0);
+  }
+};
+
+Tensor twice_recomputed(const Tensor& x, std::shared_ptr<TwiceRecompute>* recipe) {
+  Tensor y = ops::mul(x, 2.0);
+  *recipe = std::make_shared<TwiceRecompute>();
+  (*recipe)->x = SavedTensor(x.detach());
+  set_recompute(y, *recipe);
+  return y;
+}
+
+TEST(Recompute, SavedOutputIsRecomputedOnlyWhenFreed) {
+  Tensor x = Tensor::from_vector<float>({1, -2, 3}, {3}).set_requires_grad(true);
+  std::shared_ptr<TwiceRecompute> recipe;
+  Tensor y = twice_recomputed(x, &recipe);
+  Tensor z = ops::mul(y, y);  // saves y twice: only the recipe is kept
+  y = Tensor();
+  ops::sum(z).backward();
+  EXPECT_GE(recipe->runs, 1);
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{8, -16, 24}));  // d(4x^2)/dx
+
+  // While the output is alive, unpack returns it and nothing runs.
+  Tensor x2 = Tensor::from_vector<float>({1, 2}, {2}).set_requires_grad(true);
+  std::shared_ptr<TwiceRecompute> r2;
+  Tensor y2 = twice_recomputed(x2, &r2);
+  ops::sum(ops::mul(y2, y2)).backward();
+  EXPECT_EQ(r2->runs, 0);
+}
+
+TEST(Recompute, InPlaceChangeBeforeSavingKeepsTheTensorAndAfterSavingIsCaught) {
+  Tensor x = Tensor::from_vector<float>({1, 2}, {2}).set_requires_grad(true);
+  std::shared_ptr<TwiceRecompute> recipe;
+  Tensor y = twice_recomputed(x, &recipe).detach();
+  y.storage()->bump_version();  // as an in-place write would: the recipe no longer describes y
+  SavedTensor s(y);
+  EXPECT_FALSE(s.recomputed());
+  y = Tensor();
+  EXPECT_EQ(s.unpack("test").to_vector<float>(), (std::vector<float>{2, 4}));
+
+  Tensor y2 = twice_recomputed(x, &recipe).detach();
+  SavedTensor s2(y2);
+  EXPECT_TRUE(s2.recomputed());
+  y2.storage()->bump_version();
+  EXPECT_THROW(s2.unpack("test"), Error);
+}
+
+}  // namespace
+}  // namespace ipsnet

@@ -235,6 +235,58 @@ TEST(BatchNorm, GradcheckEval) {
   EXPECT_TRUE(gradcheck(f2, {rand_double({2, 3, 4, 4}, 1)}));
 }
 
+// ---- batch_norm_relu and recomputed outputs ---------------------------------------
+// The fused op feeds a convolution that saves its input, and the intermediate
+// dies when f returns: with recompute, backward recomputes it (and the mask).
+TEST(BatchNormRelu, GradcheckTrainingAndEvalWithAndWithoutRecompute) {
+  Tensor rm = rand_double({3}, 5), rv = rand_double({3}, 6, 0.5, 2.0);
+  for (bool training : {true, false})
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE(std::string(training ? "train" : "eval") + (recompute ? " recompute" : ""));
+      auto f = [&](const std::vector<Tensor>& t) {
+        Tensor y = ops::batch_norm_relu(t[0], t[1], t[2], training ? Tensor() : rm, training ? Tensor() : rv,
+                                        training, 0.1, 1e-5, recompute);
+        return ops::conv2d(y, t[3], Tensor(), {1, 1}, {1, 1});
+      };
+      EXPECT_TRUE(gradcheck(f, {rand_double({3, 3, 4, 4}, 1), rand_double({3}, 2, 0.5, 1.5),
+                                rand_double({3}, 3, -0.3, 0.3), rand_double({2, 3, 3, 3}, 4)}));
+    }
+}
+
+TEST(BatchNormRelu, RecomputedStemGradcheck) {
+  // conv2d_recomputed -> batch_norm_relu(recompute) -> max_pool: nothing but
+  // the input, the statistics and the pool indices is kept.
+  auto f = [&](const std::vector<Tensor>& t) {
+    Tensor c = ops::conv2d_recomputed(t[0], t[1], Tensor(), {2, 2}, {3, 3});
+    Tensor y = ops::batch_norm_relu(c, t[2], t[3], Tensor(), Tensor(), true, 0.1, 1e-5, true);
+    return ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
+  };
+  EXPECT_TRUE(gradcheck(f, {rand_double({2, 1, 9, 9}, 1), rand_double({4, 1, 7, 7}, 2),
+                            rand_double({4}, 3, 0.5, 1.5), rand_double({4}, 4, -0.3, 0.3)}));
+}
+
+TEST(BatchNormRelu, MatchesBatchNormThenReluBitForBitAndUpdatesStatsOnce) {
+  Tensor x0 = rand_double({6, 4, 5, 5}, 1).to(DType::Float32);
+  Tensor w = rand_double({4, 4, 3, 3}, 2).to(DType::Float32);
+  auto run = [&](int mode) {
+    Tensor x = x0.clone().set_requires_grad(true);
+    Tensor g = Tensor::ones({4}).set_requires_grad(true), b = Tensor::zeros({4}).set_requires_grad(true);
+    Tensor rm = Tensor::zeros({4}), rv = Tensor::ones({4});
+    Tensor y = mode == 0 ? ops::relu(ops::batch_norm(x, g, b, rm, rv, true, 0.1, 1e-5))
+                         : ops::batch_norm_relu(x, g, b, rm, rv, true, 0.1, 1e-5, mode == 2);
+    Tensor out = ops::conv2d(y, w.clone().set_requires_grad(true), Tensor(), {1, 1}, {1, 1});
+    y = Tensor();
+    ops::sum(ops::mul(out, out)).backward();
+    return std::vector<Tensor>{out.detach(), x.grad(), g.grad(), b.grad(), rm, rv};
+  };
+  std::vector<Tensor> plain = run(0), fused = run(1), recomputed = run(2);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(testing::max_abs_diff(fused[i], plain[i]), 0.0);
+    EXPECT_EQ(testing::max_abs_diff(recomputed[i], plain[i]), 0.0);
+  }
+}
+
 TEST(BatchNorm, RunningStatsFollowPyTorch) {
   // x (N=2, C=2, 1, 2): channel 0 holds {1, 2, 3, 6}, channel 1 holds {-1, 1, 0, 4}.
   std::vector<double> v{1, 2, -1, 1, 3, 6, 0, 4};
