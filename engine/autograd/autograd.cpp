@@ -167,7 +167,14 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         if (it == grads.end() || !it->second.defined()) {
           grads[nx.get()] = in_grads[i];
         } else {
-          it->second = ops::add(it->second, in_grads[i]);
+          // Summed in place when the running total is ours alone (not a
+          // tensor some node also returned or kept): one map less at the peak.
+          Tensor& acc = it->second;
+          if (acc.storage().use_count() == 1 && acc.is_contiguous() && acc.shape() == in_grads[i].shape() &&
+              acc.dtype() == in_grads[i].dtype() && !acc.same(in_grads[i]))
+            ops::add_(acc, in_grads[i]);
+          else
+            acc = ops::add(acc, in_grads[i]);
         }
       }
       if (--deps[nx.get()] == 0) {

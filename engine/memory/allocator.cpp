@@ -1,11 +1,15 @@
 #include "engine/memory/allocator.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <vector>
 #include <cstdio>
 #include <iterator>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <new>
 #include <string>
@@ -61,60 +65,59 @@ void Allocator::record_release(size_t system_bytes) {
   stats_.reserved_bytes -= static_cast<int64_t>(system_bytes);
 }
 
-size_t CpuAllocator::block_size(size_t nbytes) {
-  size_t top = 1;
-  while (top <= nbytes / 2) top <<= 1;  // highest power of two <= nbytes
-  const size_t step = std::max<size_t>(size_t(64) << 10, top / 8);
-  return (nbytes + step - 1) / step * step;
+
+bool CpuAllocator::arena_enabled() {
+  std::lock_guard<std::mutex> lock(arena_mu_);
+  if (enabled_ < 0) {
+    const char* env = std::getenv("IPSNET_CPU_ARENA");
+    enabled_ = (env && std::strcmp(env, "0") == 0) ? 0 : 1;
+  }
+  return enabled_ == 1;
 }
 
-size_t CpuAllocator::cache_limit() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  if (!limit_known_) {
-    limit_known_ = true;
-    limit_ = size_t(1024) << 20;
-    if (const char* env = std::getenv("IPSNET_CPU_CACHE_MIB")) {
-      char* end = nullptr;
-      const long long v = std::strtoll(env, &end, 10);
-      IPSNET_CHECK(end != env && *end == '\0' && v >= 0,
-                   "IPSNET_CPU_CACHE_MIB: expected a whole number of MiB >= 0, got '", env, "'");
-      limit_ = static_cast<size_t>(v) << 20;
+void CpuAllocator::set_arena(bool on) {
+  std::lock_guard<std::mutex> lock(arena_mu_);
+  enabled_ = on ? 1 : 0;
+}
+
+std::map<uintptr_t, CpuAllocator::Segment>::iterator CpuAllocator::segment_of(uintptr_t addr) {
+  auto it = segments_.upper_bound(addr);
+  IPSNET_CHECK(it != segments_.begin(), "cpu allocator: address outside the arena");
+  return std::prev(it);
+}
+
+void CpuAllocator::remove_free(uintptr_t addr, size_t size) {
+  free_by_addr_.erase(addr);
+  free_by_size_.erase({size, addr});
+}
+
+void CpuAllocator::add_free(uintptr_t addr, size_t size) {
+  auto seg = segment_of(addr);
+  const uintptr_t lo = seg->first, hi = seg->first + seg->second.size;
+  auto next = free_by_addr_.find(addr + size);
+  if (next != free_by_addr_.end() && addr + size < hi) {
+    const size_t ns = next->second;
+    remove_free(addr + size, ns);
+    size += ns;
+  }
+  auto prev = free_by_addr_.lower_bound(addr);
+  if (prev != free_by_addr_.begin()) {
+    --prev;
+    if (prev->first >= lo && prev->first + prev->second == addr) {
+      const uintptr_t pa = prev->first;
+      const size_t ps = prev->second;
+      remove_free(pa, ps);
+      addr = pa;
+      size += ps;
     }
   }
-  return limit_;
-}
-
-void CpuAllocator::set_cache_limit(size_t bytes) {
-  cache_limit();  // reads the environment once, then the setter wins
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  limit_ = bytes;
-  evict_locked(limit_);
-}
-
-void CpuAllocator::evict_locked(size_t keep_bytes) {
-  while (cached_bytes_ > keep_bytes && !lru_.empty()) {
-    Cached c = lru_.front();
-    auto range = by_size_.equal_range(c.bytes);
-    for (auto it = range.first; it != range.second; ++it)
-      if (it->second == lru_.begin()) {
-        by_size_.erase(it);
-        break;
-      }
-    lru_.pop_front();
-    cached_bytes_ -= c.bytes;
-    std::free(c.ptr);
-    record_release(c.bytes);
-  }
-}
-
-void CpuAllocator::empty_cache() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  evict_locked(0);
+  free_by_addr_[addr] = size;
+  free_by_size_.insert({size, addr});
 }
 
 void* CpuAllocator::allocate(size_t nbytes) {
   constexpr size_t kAlign = 64;
-  if (nbytes < kCacheMin || cache_limit() == 0) {
+  if (nbytes < kArenaMin || !arena_enabled()) {
     size_t rounded = (nbytes + kAlign - 1) / kAlign * kAlign;
     if (rounded == 0) rounded = kAlign;
     void* p = std::aligned_alloc(kAlign, rounded);
@@ -124,61 +127,90 @@ void* CpuAllocator::allocate(size_t nbytes) {
     record_alloc(nbytes, true, nbytes);
     return p;
   }
-  const size_t block = block_size(nbytes);
-  std::unique_lock<std::mutex> lock(cache_mu_);
-  auto it = by_size_.lower_bound(block);
-  if (it != by_size_.end() && it->first <= block + block / 2) {
-    Cached c = *it->second;
-    lru_.erase(it->second);
-    by_size_.erase(it);
-    cached_bytes_ -= c.bytes;
-    live_blocks_[c.ptr] = c.bytes;
-    lock.unlock();
-    record_alloc(nbytes, false, 0);
-    return c.ptr;
-  }
-  // Page-aligned so that the kernel may back the block with huge pages.
-  constexpr size_t kPage = 4096;
-  void* p = std::aligned_alloc(kPage, block);
-  if (!p) {
-    evict_locked(0);
-    p = std::aligned_alloc(kPage, block);
-  }
-  if (!p) {
-    lock.unlock();
-    IPSNET_FAIL("cpu allocator: out of memory allocating ", nbytes, " bytes (", stats().str(), ")");
-  }
+  const size_t size = (nbytes + kGranule - 1) / kGranule * kGranule;
+  std::unique_lock<std::mutex> lock(arena_mu_);
+  auto fit = free_by_size_.lower_bound({size, 0});
+  if (fit == free_by_size_.end()) {
+    // One segment as large as physical memory (virtual only: MAP_NORESERVE),
+    // so that ranges can grow and merge anywhere; smaller on failure.
+    constexpr size_t kHuge = size_t(2) << 20;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const size_t ram = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : kSegment;
+    const size_t need = (size + kHuge - 1) / kHuge * kHuge;
+    size_t seg_size = std::max({kSegment, need, (ram + kHuge - 1) / kHuge * kHuge});
+    void* p = MAP_FAILED;
+    while (true) {
+      p = mmap(nullptr, seg_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p != MAP_FAILED || seg_size / 2 < std::max(need, kSegment)) break;
+      seg_size /= 2;
+    }
+    if (p == MAP_FAILED) {
+      lock.unlock();
+      IPSNET_FAIL("cpu allocator: out of memory allocating ", nbytes, " bytes: mmap of ", seg_size,
+                  " bytes failed: ", std::strerror(errno), " (", stats().str(), ")");
+    }
 #ifdef MADV_HUGEPAGE
-  if (block >= (size_t(4) << 20)) madvise(p, block, MADV_HUGEPAGE);  // advisory; failure is harmless
+    madvise(p, seg_size, MADV_HUGEPAGE);  // advisory; failure is harmless
 #endif
-  live_blocks_[p] = block;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(p);
+    segments_[base] = Segment{seg_size, 0};
+    add_free(base, seg_size);
+    fit = free_by_size_.lower_bound({size, 0});
+  }
+  const size_t fsize = fit->first;
+  const uintptr_t addr = fit->second;
+  remove_free(addr, fsize);
+  if (fsize > size) add_free(addr + size, fsize - size);
+  live_[addr] = size;
+  auto seg = segment_of(addr);
+  const size_t end = addr + size - seg->first;
+  size_t grown = 0;
+  if (end > seg->second.top) {
+    grown = end - seg->second.top;
+    seg->second.top = end;
+  }
   lock.unlock();
-  record_alloc(nbytes, true, block);
-  return p;
+  record_alloc(nbytes, grown > 0, grown);
+  return reinterpret_cast<void*>(addr);
 }
 
 void CpuAllocator::deallocate(void* ptr, size_t nbytes) {
-  if (nbytes >= kCacheMin) {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    auto live = live_blocks_.find(ptr);
-    if (live != live_blocks_.end()) {  // a cached-size block (absent when the cache was off)
-      const size_t block = live->second;
-      live_blocks_.erase(live);
-      if (limit_ > 0 && block <= limit_) {
-        evict_locked(limit_ - block);
-        lru_.push_back(Cached{ptr, block});
-        by_size_.emplace(block, std::prev(lru_.end()));
-        cached_bytes_ += block;
-        record_free(nbytes, false, 0);
-      } else {
-        std::free(ptr);
-        record_free(nbytes, true, block);
-      }
+  if (nbytes >= kArenaMin) {
+    std::lock_guard<std::mutex> lock(arena_mu_);
+    auto live = live_.find(reinterpret_cast<uintptr_t>(ptr));
+    if (live != live_.end()) {
+      const size_t size = live->second;
+      live_.erase(live);
+      add_free(reinterpret_cast<uintptr_t>(ptr), size);
+      record_free(nbytes, false, 0);
       return;
     }
   }
   std::free(ptr);
   record_free(nbytes, true, nbytes);
+}
+
+void CpuAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(arena_mu_);
+  constexpr uintptr_t kPage = 4096;
+  std::vector<std::pair<uintptr_t, size_t>> ranges(free_by_addr_.begin(), free_by_addr_.end());
+  for (const auto& r : ranges) {
+    auto seg = segment_of(r.first);
+    const uintptr_t base = seg->first;
+    if (r.first == base && r.second == seg->second.size) {  // an empty segment
+      remove_free(r.first, r.second);
+      munmap(reinterpret_cast<void*>(base), seg->second.size);
+      record_release(seg->second.top);
+      segments_.erase(seg);
+      continue;
+    }
+    const uintptr_t lo = (r.first + kPage - 1) / kPage * kPage, hi = (r.first + r.second) / kPage * kPage;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    if (r.first + r.second == base + seg->second.size && r.first - base < seg->second.top) {
+      record_release(seg->second.top - (r.first - base));  // the free tail is no longer counted
+      seg->second.top = r.first - base;
+    }
+  }
 }
 
 namespace {

@@ -3,16 +3,17 @@
 // Every tensor byte comes from an Allocator. The statistics follow PyTorch's
 // vocabulary: `allocated` = bytes held by live tensors (the figure IPS papers
 // report as peak memory), `reserved` = bytes obtained from the system (larger
-// than allocated under the caching allocators: CPU blocks of 1 MiB and more,
-// every CUDA block).
+// than allocated where freed memory is kept for reuse: the CPU arena of blocks
+// of 1 MiB and more, the CUDA caching allocator).
 #pragma once
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "engine/tensor/dtype.h"
 
@@ -63,42 +64,48 @@ void reset_peak_memory(Device d = Device::cpu());
 
 /// The CPU allocator: 64-byte aligned, counted like any other.
 ///
-/// Requests of kCacheMin bytes and more are rounded up to a block size (at
-/// most 1/8 above the request) and, when a tensor frees them, kept for reuse
-/// instead of being returned to the system: a fresh block costs a page fault
-/// and a kernel page clear per 4 KiB on first touch, which measured 35 % of a
-/// training step of the official config before this cache. A request takes the
-/// smallest cached block of at least its size and at most 1.5 times it. Unused
-/// cached bytes are capped (IPSNET_CPU_CACHE_MIB, default 1024; 0 turns the
-/// cache off): the oldest-freed blocks go back first. `reserved` counts held
-/// blocks, in use or cached; empty_cache() returns the cached ones. On a
-/// failed system allocation the cache is emptied and the allocation retried.
+/// Requests of kArenaMin (1 MiB) and more come from an arena: a virtual
+/// segment as large as physical memory (anonymous mmap with MAP_NORESERVE, so
+/// only touched pages cost memory; further segments only if it fills; huge
+/// pages advised), carved best fit (the smallest free range that holds the
+/// request, lowest address first) and coalesced with free neighbours on free.
+/// Freed ranges keep their pages, so a training loop stops page faulting after
+/// its first step (a fresh page costs a fault plus a kernel page clear: 35 % of
+/// a step of the official config before the arena); and because ranges split
+/// and merge, what the arena holds stays near the peak of live tensors rather
+/// than the sum of each size's own peak. `reserved` counts, per segment, the
+/// bytes up to the highest range ever handed out (what can be resident).
+/// empty_cache() gives free pages back (madvise DONTNEED), unmaps empty
+/// segments and lowers `reserved` where the free tail of a segment allows.
+/// IPSNET_CPU_ARENA=0 (or set_arena(false)) sends every request to
+/// aligned_alloc / free instead; blocks already in the arena still go back to it.
 class CpuAllocator : public Allocator {
  public:
-  static constexpr size_t kCacheMin = size_t(1) << 20;
+  static constexpr size_t kArenaMin = size_t(1) << 20;
+  static constexpr size_t kGranule = size_t(64) << 10;  // arena block sizes are multiples of this
+  static constexpr size_t kSegment = size_t(1) << 30;   // minimum segment (virtual) size
   void* allocate(size_t nbytes) override;
   void deallocate(void* ptr, size_t nbytes) override;
   Device device() const override { return Device::cpu(); }
   void empty_cache() override;
-  /// Cap on unused cached bytes (0: no cache). Default from IPSNET_CPU_CACHE_MIB.
-  void set_cache_limit(size_t bytes);
-  size_t cache_limit();
-  /// The block a cached request is rounded to (requests >= kCacheMin).
-  static size_t block_size(size_t nbytes);
+  /// Whether large requests use the arena (default: IPSNET_CPU_ARENA, on unless "0").
+  bool arena_enabled();
+  void set_arena(bool on);
 
  private:
-  struct Cached {
-    void* ptr;
-    size_t bytes;
+  struct Segment {
+    size_t size = 0;  // virtual bytes
+    size_t top = 0;   // high-water offset of ranges handed out (counted as reserved)
   };
-  void evict_locked(size_t keep_bytes);  // frees oldest blocks until cached <= keep_bytes
-  std::mutex cache_mu_;
-  std::list<Cached> lru_;                                      // oldest first
-  std::multimap<size_t, std::list<Cached>::iterator> by_size_;  // block size -> entry
-  std::map<void*, size_t> live_blocks_;                          // cached-size blocks in use
-  size_t cached_bytes_ = 0;
-  bool limit_known_ = false;
-  size_t limit_ = 0;
+  std::map<uintptr_t, Segment>::iterator segment_of(uintptr_t addr);
+  void add_free(uintptr_t addr, size_t size);     // coalesces within the segment
+  void remove_free(uintptr_t addr, size_t size);
+  std::mutex arena_mu_;
+  int enabled_ = -1;                                   // -1: not read yet
+  std::map<uintptr_t, Segment> segments_;              // by base address
+  std::map<uintptr_t, size_t> free_by_addr_;           // free ranges
+  std::set<std::pair<size_t, uintptr_t>> free_by_size_;
+  std::map<uintptr_t, size_t> live_;                   // arena blocks in use
 };
 
 }  // namespace ipsnet

@@ -30,74 +30,69 @@ TEST(Memory, TensorBytesAppearInCurrentAndPeakAndLeaveWhenFreed) {
   EXPECT_GE(memory_stats().reserved_bytes, memory_stats().allocated_bytes);  // blocks >= 1 MiB are cached
 }
 
-// The CPU allocator's cache of large blocks: reuse, accounting, cap, empty_cache.
-class CpuCache : public ::testing::Test {
+// The CPU allocator's arena for blocks of 1 MiB and more: reuse, splitting,
+// coalescing, accounting, empty_cache, switching off.
+class CpuArena : public ::testing::Test {
  protected:
   CpuAllocator& cpu() { return static_cast<CpuAllocator&>(get_allocator(Device::cpu())); }
-  void SetUp() override { saved_ = cpu().cache_limit(); }
-  void TearDown() override { cpu().set_cache_limit(saved_); }
-  size_t saved_ = 0;
+  void SetUp() override { saved_ = cpu().arena_enabled(); cpu().set_arena(true); }
+  void TearDown() override { cpu().set_arena(saved_); }
+  bool saved_ = true;
 };
 
-TEST_F(CpuCache, BlockSizesRoundUpByAtMostAnEighth) {
-  for (size_t n : {size_t(1) << 20, (size_t(1) << 20) + 1, size_t(3'000'000), size_t(256'000'000)}) {
-    size_t b = CpuAllocator::block_size(n);
-    EXPECT_GE(b, n);
-    EXPECT_LE(b - n, n / 8 + 1) << n;
-    EXPECT_EQ(CpuAllocator::block_size(b), b) << "a block size is its own block size";
-  }
-}
-
-TEST_F(CpuCache, FreedLargeBlockIsReusedWithoutASystemAllocation) {
-  cpu().set_cache_limit(size_t(256) << 20);
-  cpu().empty_cache();
+TEST_F(CpuArena, FreedBlockIsReusedWithoutGrowingReserved) {
   const void* first;
   {
     Tensor t = Tensor::empty({1 << 20});  // 4 MiB
     first = t.raw_data();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
   }
   MemoryStats s0 = memory_stats();
-  EXPECT_GE(s0.reserved_bytes - s0.allocated_bytes, int64_t(4) << 20) << "the freed block stays reserved";
   {
-    Tensor t = Tensor::empty({(1 << 20) - 100});  // a little smaller: same block
+    Tensor t = Tensor::empty({(1 << 20) - 100});  // a little smaller: the same place
     EXPECT_EQ(t.raw_data(), first);
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
     MemoryStats s1 = memory_stats();
-    EXPECT_EQ(s1.num_system_allocs, s0.num_system_allocs);
     EXPECT_EQ(s1.reserved_bytes, s0.reserved_bytes);
+    EXPECT_EQ(s1.num_system_allocs, s0.num_system_allocs);
     EXPECT_EQ(s1.allocated_bytes - s0.allocated_bytes, ((1 << 20) - 100) * 4);
   }
-  cpu().empty_cache();
-  MemoryStats s2 = memory_stats();
-  EXPECT_EQ(s2.reserved_bytes, s0.reserved_bytes - int64_t(CpuAllocator::block_size(size_t(4) << 20)));
+  EXPECT_GE(memory_stats().reserved_bytes, memory_stats().allocated_bytes);
 }
 
-TEST_F(CpuCache, MuchLargerCachedBlockIsNotUsedForASmallRequest) {
-  cpu().set_cache_limit(size_t(256) << 20);
-  cpu().empty_cache();
-  { Tensor big = Tensor::empty({4 << 20}); }  // 16 MiB cached
+TEST_F(CpuArena, NeighboursCoalesceSoThreeSmallBlocksMakeRoomForOneLarge) {
+  {
+    Tensor warm = Tensor::empty({3 << 20});  // 12 MiB: make sure the arena holds that much
+  }
   MemoryStats s0 = memory_stats();
-  { Tensor small = Tensor::empty({1 << 20}); }  // 4 MiB: not from the 16 MiB block
-  EXPECT_EQ(memory_stats().num_system_allocs, s0.num_system_allocs + 1);
-  cpu().empty_cache();
+  {
+    Tensor a = Tensor::empty({1 << 20}), b = Tensor::empty({1 << 20}), c = Tensor::empty({1 << 20});
+    EXPECT_EQ(static_cast<char*>(b.raw_data()) - static_cast<char*>(a.raw_data()), 4 << 20) << "split in address order";
+  }
+  Tensor big = Tensor::empty({3 << 20});  // fits only if a, b, c merged back
+  EXPECT_EQ(memory_stats().reserved_bytes, s0.reserved_bytes);
 }
 
-TEST_F(CpuCache, CapZeroReturnsEveryBlockAndCapBoundsTheCache) {
-  cpu().set_cache_limit(0);
+TEST_F(CpuArena, EmptyCacheLowersReservedAndAllocationsStillWork) {
+  {
+    Tensor t = Tensor::empty({8 << 20});  // 32 MiB
+    t.fill_(1.0);
+  }
+  MemoryStats s0 = memory_stats();
+  cpu().empty_cache();
+  MemoryStats s1 = memory_stats();
+  EXPECT_LT(s1.reserved_bytes, s0.reserved_bytes);
+  EXPECT_EQ(s1.allocated_bytes, s0.allocated_bytes);
+  Tensor t = Tensor::full({2 << 20}, 3.0);
+  EXPECT_EQ(t.to_vector<float>()[12345], 3.0f);
+}
+
+TEST_F(CpuArena, SwitchedOffLargeBlocksGoToTheSystem) {
+  cpu().set_arena(false);
   MemoryStats s0 = memory_stats();
   { Tensor t = Tensor::empty({1 << 20}); }
   MemoryStats s1 = memory_stats();
   EXPECT_EQ(s1.reserved_bytes, s0.reserved_bytes);
   EXPECT_EQ(s1.num_system_allocs, s0.num_system_allocs + 1);
-  cpu().set_cache_limit(size_t(6) << 20);  // room for one 4 MiB block
-  {
-    Tensor a = Tensor::empty({1 << 20});
-    Tensor b = Tensor::empty({1 << 20});
-  }
-  MemoryStats s2 = memory_stats();
-  EXPECT_LE(s2.reserved_bytes - s2.allocated_bytes, int64_t(6) << 20);
-  EXPECT_GE(s2.reserved_bytes - s2.allocated_bytes, int64_t(4) << 20);
-  cpu().empty_cache();
 }
 
 TEST(Memory, CpuAllocationsAre64ByteAligned) {
