@@ -236,6 +236,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   cfg.N = 0;
   cfg.eager = run.mode != Mode::Lazy;
   cfg.B_seq = run.mode == Mode::EagerSeq ? 1 : B;
+  // Reserved memory reflects this run, not what earlier runs left in the arena.
+  get_allocator(Device::cpu()).empty_cache();
   train::Trainer trainer(cfg, true);
   auto* resnet = dynamic_cast<ResNet*>(trainer.net().encoder_.get());
   if (resnet) resnet->set_fold_bn(run.fold_bn);
@@ -366,6 +368,7 @@ struct FeatureRun {
 
 void run_features(benchmark::State& state, FeatureRun run) {
   const Device dev = resolve_device(run.device);
+  get_allocator(Device::cpu()).empty_cache();  // reserved reflects this run
   IPSNetOptions o;
   o.encoder("features").n_features(run.F);
   o.transformer(AggregatorOptions().n_token(1).H(8).D(run.D).D_k(64).D_v(64).D_inner(4 * run.D).attn_dropout(0.1).dropout(

@@ -213,10 +213,13 @@ std::unique_ptr<Trainer::Prepared> Trainer::prepare(const data::DatasetReader& r
   p->ids = ids;
   const int64_t B = static_cast<int64_t>(ids.size());
   if (cfg_.eager) {
+    // Only the first B_seq images are made resident ahead; the selection
+    // builds each later sub-batch when it reaches it and drops each one once
+    // its selected patches are gathered (eager sequential holds B_seq images).
     const int64_t seq = std::min<int64_t>(cfg_.B_seq, B);
     for (int64_t s = 0; s < B; s += seq) {
       std::vector<int64_t> sub(ids.begin() + s, ids.begin() + std::min(B, s + seq));
-      p->eager.push_back(std::make_unique<EagerSource>(reader, sub, grid_, Device::cpu()));
+      p->eager.push_back(s == 0 ? std::make_unique<EagerSource>(reader, sub, grid_, Device::cpu()) : nullptr);
     }
   } else {
     // Page the records in and verify their checksums ahead of the selection.
@@ -254,7 +257,9 @@ std::pair<Tensor, Tensor> Trainer::select_batch(const data::DatasetReader& reade
     std::vector<int64_t> sub(ids.begin() + s, ids.begin() + std::min(B, s + seq));
     // A shared (batch) permutation is the same for every sub-batch.
     if (!opt.instance_shuffle) gen = start;
-    EagerSource& src = *prepared->eager[static_cast<size_t>(k)];
+    std::unique_ptr<EagerSource>& slot = prepared->eager[static_cast<size_t>(k)];
+    if (!slot) slot = std::make_unique<EagerSource>(reader, sub, grid_, Device::cpu());
+    EagerSource& src = *slot;
     if (device_.is_cuda()) src.to(device_);
     SelectionResult r = ips_select(*net_, src, pos_, opt, gen);
     std::vector<int64_t> img, pat;
@@ -267,6 +272,7 @@ std::pair<Tensor, Tensor> Trainer::select_batch(const data::DatasetReader& reade
       }
     patches.push_back(src.get(img, pat));
     idxs.push_back(r.idx);
+    slot.reset();  // the sub-batch's patches are no longer needed
   }
   return {ops::cat(patches, 0), ops::cat(idxs, 0)};
 }

@@ -55,7 +55,7 @@ class Trainer {
   /// cut images), or for lazy loading the records paged in and checksummed.
   struct Prepared {
     std::vector<int64_t> ids;
-    std::vector<std::unique_ptr<EagerSource>> eager;  // one per B_seq sub-batch
+    std::vector<std::unique_ptr<EagerSource>> eager;  // one per B_seq sub-batch; later ones built when used
   };
   /// Prepares a batch (safe to run on a background thread).
   std::unique_ptr<Prepared> prepare(const data::DatasetReader& reader, const std::vector<int64_t>& ids) const;

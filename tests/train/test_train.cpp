@@ -276,6 +276,13 @@ TEST(Train, EagerSequentialTrainsLikeEager) {
   std::vector<int64_t> ids = ta.epoch_order(0);
   ids.resize(8);
   EXPECT_NEAR(ta.train_step(ids), tb.train_step(ids), 1e-5);
+  // Eager sequential makes only B_seq images resident ahead of the selection;
+  // the others are built (and dropped) one sub-batch at a time.
+  auto prepared = tb.prepare(tb.reader("train"), ids);
+  ASSERT_EQ(prepared->eager.size(), 4u);
+  EXPECT_TRUE(prepared->eager[0] != nullptr);
+  EXPECT_EQ(prepared->eager[0]->batch(), 2);
+  for (size_t k = 1; k < 4; ++k) EXPECT_TRUE(prepared->eager[k] == nullptr) << k;
 }
 
 TEST(Config, ReferenceKeysParse) {
