@@ -156,10 +156,10 @@ ModelTerms memory_model(const ModelInput& in) {
   const double chunk = static_cast<double>(std::max(in.M, in.I));
   if (in.feature_dim > 0) {
     const double F = static_cast<double>(in.feature_dim), D = static_cast<double>(in.D);
-    // Saved: LayerNorm input, Linear input (= LN output), BN input, ReLU output.
+    // Saved: LayerNorm input (the selected features themselves), Linear input
+    // (= LN output), BN input, ReLU output.
     t.saved = 4.0 * BM * (2 * F + 2 * D);
-    const double input = 4.0 * BM * F;  // the selected features of the batch
-    t.train_peak = t.state + t.saved + input;
+    t.train_peak = t.state + t.saved;
     // No-grad: one chunk of features, the LN output and the embeddings.
     t.select_peak = t.state + 4.0 * static_cast<double>(in.B_seq) * chunk * (2 * F + 2 * D);
   } else {

@@ -1,6 +1,8 @@
 #include "models/ips_selection.h"
 
 #include <algorithm>
+#include <cstring>
+#include <unordered_map>
 
 namespace ipsnet {
 
@@ -22,11 +24,57 @@ namespace {
 // first time a selection meets one (eval-mode BN makes it a constant).
 struct ZeroEmbedding {
   bool enabled = false;
+  bool identical = false;  // also encode identical non-zero patches once per chunk
   Tensor emb;  // (D) once computed
 };
 
+// 64-bit FNV-1a over a patch's bytes.
+uint64_t hash_bytes(const unsigned char* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// Encodes px (n, C, h, w); with `identical`, bytewise-identical patches (CPU
+// tensors) are encoded once: hashed, compared in full, and the first one's
+// embedding copied to the others. Returns (n, D); adds the encoder rows run.
+Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_encoded) {
+  const int64_t n = px.size(0);
+  if (!identical || n < 2 || !px.device().is_cpu()) {
+    *n_encoded += n;
+    return net.encode(px);
+  }
+  Tensor pc = px.contiguous();
+  const size_t row = static_cast<size_t>(pc.numel() / n) * dtype_size(pc.dtype());
+  const auto* base = static_cast<const unsigned char*>(pc.raw_data());
+  std::unordered_map<uint64_t, std::vector<int64_t>> reps;  // hash -> representative rows
+  std::vector<int64_t> unique_rows, of(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned char* r = base + static_cast<size_t>(i) * row;
+    std::vector<int64_t>& cands = reps[hash_bytes(r, row)];
+    int64_t found = -1;
+    for (int64_t c : cands)
+      if (std::memcmp(base + static_cast<size_t>(unique_rows[static_cast<size_t>(c)]) * row, r, row) == 0) {
+        found = c;
+        break;
+      }
+    if (found < 0) {
+      found = static_cast<int64_t>(unique_rows.size());
+      unique_rows.push_back(i);
+      cands.push_back(found);
+    }
+    of[static_cast<size_t>(i)] = found;
+  }
+  const int64_t u = static_cast<int64_t>(unique_rows.size());
+  *n_encoded += u;
+  if (u == n) return net.encode(pc);
+  Tensor emb = net.encode(ops::index_select(pc, 0, Tensor::from_vector(unique_rows, {u})));  // (u, D)
+  return ops::index_select(emb, 0, Tensor::from_vector(of, {n}));
+}
+
 // Encodes the (b, p) patches listed in rows of idx (B, k), skipping known-zero
-// patches when the shortcut is on. Returns (B, k, D).
+// patches and encoding identical ones once when the shortcuts are on.
+// Returns (B, k, D).
 Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vector<int64_t>>& idx,
                       ZeroEmbedding& zero, int64_t* n_encoded) {
   const int64_t B = static_cast<int64_t>(idx.size());
@@ -48,12 +96,12 @@ Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vect
     }
   const Tensor& zero_emb = zero.emb;
   const int64_t D = net.D();
-  *n_encoded += static_cast<int64_t>(img.size());
-  if (static_cast<int64_t>(img.size()) == B * k) return net.encode(src.get(img, pat)).reshape({B, k, D});
+  if (static_cast<int64_t>(img.size()) == B * k)
+    return encode_unique(net, src.get(img, pat), zero.identical, n_encoded).reshape({B, k, D});
   // Start from the zero embedding everywhere, then place the encoded rows.
   Tensor out = zero_emb.reshape({1, D}).expand({B * k, D}).contiguous();
   if (!img.empty()) {
-    Tensor emb = net.encode(src.get(img, pat));  // (n, D)
+    Tensor emb = encode_unique(net, src.get(img, pat), zero.identical, n_encoded);  // (n, D)
     Tensor rows = Tensor::from_vector(slot, {static_cast<int64_t>(slot.size())}, emb.device());
     // out[slot[i]] = emb[i]: clear those rows, then scatter-add the encoded ones.
     Tensor mask = Tensor::zeros({B * k, 1}, out.dtype(), Device::cpu());
@@ -104,6 +152,7 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
   SelectionResult res;
   ZeroEmbedding zero_emb;
   zero_emb.enabled = opt.dedup_zero;
+  zero_emb.identical = opt.dedup_identical;
   auto score = [&](const Tensor& emb, const std::vector<std::vector<int64_t>>& idx) {
     Tensor x = pos.defined() ? ops::add(emb, positions(pos, idx)) : emb;
     return net.get_scores(x);  // (B, L)

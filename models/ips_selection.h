@@ -38,6 +38,11 @@ struct IPSOptions {
   /// Exact shortcut: all-zero patches are encoded once per selection and the
   /// embedding reused (eval-mode BatchNorm makes the embedding a constant).
   bool dedup_zero = true;
+  /// Exact shortcut: within each chunk the selection encodes (the first M, then
+  /// each I per image, for the whole batch), patches with bytewise-identical
+  /// pixels are encoded once and the embedding copied (64-bit hash, then a full
+  /// comparison). CPU patch tensors only.
+  bool dedup_identical = true;
   /// Exact shortcut: a ResNet encoder runs with its eval-mode BatchNorms folded
   /// into the convolutions during selection (ResNet::set_fold_bn); the
   /// encoder's own setting is restored afterwards. Same selected patches up to

@@ -203,6 +203,7 @@ IPSOptions Trainer::ips_options(bool training) const {
     o.mask_p = cfg_.mask_p;
   }
   o.dedup_zero = cfg_.dedup_patches;
+  o.dedup_identical = cfg_.dedup_patches;
   o.fold_bn = cfg_.fold_bn;
   return o;
 }

@@ -155,6 +155,7 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
   plain.M = 4;
   plain.I = 7;
   plain.dedup_zero = false;
+  plain.dedup_identical = false;
   plain.fold_bn = false;
   Generator g0(11);
   train::LazySource ref_src(rd, ids, t.grid(), Device::cpu());
@@ -166,6 +167,7 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
       for (bool fold : {false, true}) {
         IPSOptions o = plain;
         o.dedup_zero = dedup;
+        o.dedup_identical = dedup;
         o.fold_bn = fold;
         Generator g(11);
         std::unique_ptr<PatchSource> src;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "models/ips_net.h"
+#include "models/ips_selection.h"
 #include "tests/layers/module_gradcheck.h"
 #include "tests/models/golden_util.h"
 
@@ -237,6 +238,62 @@ TEST(IPSNet, NamesProjectionHeadsLoss) {
   IPSNet same(IPSNetOptions().n_res_blocks(2).transformer(AggregatorOptions().n_token(2).D(128).D_k(4).D_v(4).D_inner(8)).tasks(tasks), gen);
   EXPECT_EQ(same.encoder_proj_, nullptr);
   EXPECT_FALSE(same.state_dict().contains("encoder_proj.weight"));
+}
+
+// A batch whose non-zero patches repeat: patch p of every image shows pattern
+// p % 5, patch p % 7 == 0 is empty (known zero).
+class RepeatingSource : public PatchSource {
+ public:
+  RepeatingSource(int64_t B, int64_t N, Generator& gen) : B_(B), N_(N), patterns_(Tensor::rand({5, 1, 16, 16}, gen)) {}
+  int64_t batch() const override { return B_; }
+  int64_t num_patches() const override { return N_; }
+  Tensor get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) override {
+    const int64_t n = static_cast<int64_t>(patch.size());
+    Tensor out = Tensor::zeros({n, 1, 16, 16});
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = patch[static_cast<size_t>(i)];
+      if (!is_zero(image[static_cast<size_t>(i)], p)) out.select(0, i).copy_(patterns_.select(0, p % 5));
+    }
+    return out;
+  }
+  bool is_zero(int64_t, int64_t p) const override { return p % 7 == 0; }
+
+ private:
+  int64_t B_, N_;
+  Tensor patterns_;
+};
+
+TEST(IPSSelection, IdenticalPatchesAreEncodedOnceWithTheSameSelection) {
+  Generator gen(21);
+  std::vector<TaskSpec> tasks{{"t", 3, TaskActivation::Softmax}};
+  IPSNet net(IPSNetOptions()
+                 .encoder("resnet18")
+                 .in_channels(1)
+                 .n_res_blocks(2)
+                 .transformer(AggregatorOptions().n_token(1).H(2).D(8).D_k(4).D_v(4).D_inner(8))
+                 .tasks(tasks),
+             gen);
+  RepeatingSource src(3, 40, gen);
+  IPSOptions plain;
+  plain.M = 4;
+  plain.I = 6;
+  plain.dedup_zero = false;
+  plain.dedup_identical = false;
+  Generator g0(5);
+  SelectionResult ref = ips_select(net, src, Tensor(), plain, g0);
+  EXPECT_EQ(ref.n_encoded, 3 * 40);
+  for (bool zero : {false, true}) {
+    IPSOptions o = plain;
+    o.dedup_zero = zero;
+    o.dedup_identical = true;
+    Generator g(5);
+    SelectionResult r = ips_select(net, src, Tensor(), o, g);
+    EXPECT_EQ(r.idx.to_vector<int64_t>(), ref.idx.to_vector<int64_t>()) << "zero " << zero;
+    EXPECT_LT(testing::max_abs_diff(r.scores, ref.scores), 1e-5) << "zero " << zero;
+    // Each chunk (the first 4, then 6 per image, over 3 images) holds at most
+    // 6 distinct contents (5 patterns and the empty patch): 7 chunks.
+    EXPECT_LE(r.n_encoded, 7 * 6) << "zero " << zero;
+  }
 }
 
 TEST(IPSNet, TorchvisionStateDictLoadsIntoEncoder) {

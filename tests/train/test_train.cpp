@@ -170,6 +170,7 @@ TEST(Train, LoadingModesSelectTheSamePatches) {
   opt.I = 7;
   for (bool dedup : {false, true}) {
     opt.dedup_zero = dedup;
+    opt.dedup_identical = dedup;
     Generator g1(9), g2(9);
     train::LazySource lazy(rd, ids, t.grid(), Device::cpu());
     train::EagerSource eager(rd, ids, t.grid(), Device::cpu());
@@ -203,6 +204,7 @@ TEST(Train, StkimMasksTheTopCandidates) {
   opt.M = 4;
   opt.I = 8;
   opt.dedup_zero = false;
+  opt.dedup_identical = false;
   // Masking every candidate with p = 1 zeroes all scores: ties keep the
   // earliest candidates, so the selection is the first M of the visiting order.
   opt.mask_K = 1000;
