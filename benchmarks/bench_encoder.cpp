@@ -24,8 +24,15 @@ double encoder_gflop_per_patch() {
 }
 
 // Arg 1: BatchNorm folded into the convolutions (the fold_bn selection shortcut).
+// Arg 2: bfloat16 convolutions (the optional selection_bf16; skipped where unsupported).
 void BM_SelectionForward(benchmark::State& st) {
   const int64_t n = st.range(0);
+  const bool bf16 = st.range(2) != 0;
+  if (bf16 && !backend_for(Device::cpu()).supports_bf16_conv()) {
+    st.SkipWithError("no bfloat16 convolution on this CPU (needs AVX512-BF16)");
+    return;
+  }
+  ConvBf16Guard bf(bf16);
   Generator g(0);
   ResNet net(ResNetOptions().depth(18).in_channels(1).n_res_blocks(2), g);
   net.eval();
@@ -62,7 +69,7 @@ void BM_TrainingPass(benchmark::State& st) {
       benchmark::Counter(3 * encoder_gflop_per_patch() * n * st.iterations(), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK(BM_SelectionForward)->Args({1600, 0})->Args({1600, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_SelectionForward)->Args({1600, 0, 0})->Args({1600, 1, 0})->Args({1600, 0, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_TrainingPass)->Arg(1600)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace

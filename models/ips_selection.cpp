@@ -35,16 +35,18 @@ uint64_t hash_bytes(const unsigned char* p, size_t n) {
   return h;
 }
 
-// Encodes px (n, C, h, w); with `identical`, bytewise-identical patches (CPU
-// tensors) are encoded once: hashed, compared in full, and the first one's
+// Encodes px (n, C, h, w); with `identical`, bytewise-identical patches
+// (contiguous CPU tensors) are encoded once: hashed, compared in full, and the first one's
 // embedding copied to the others. Returns (n, D); adds the encoder rows run.
 Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_encoded) {
   const int64_t n = px.size(0);
-  if (!identical || n < 2 || !px.device().is_cpu()) {
+  // Image patches only (4-D), contiguous on the CPU: feature rows are almost
+  // never repeated and hashing them costs a pass over the whole bag.
+  if (!identical || n < 2 || px.dim() != 4 || !px.device().is_cpu() || !px.is_contiguous()) {
     *n_encoded += n;
     return net.encode(px);
   }
-  Tensor pc = px.contiguous();
+  const Tensor& pc = px;
   const size_t row = static_cast<size_t>(pc.numel() / n) * dtype_size(pc.dtype());
   const auto* base = static_cast<const unsigned char*>(pc.raw_data());
   std::unordered_map<uint64_t, std::vector<int64_t>> reps;  // hash -> representative rows
@@ -132,6 +134,7 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
                "ips: positional encoding ", shape_str(pos.shape()), " does not cover N = ", N, " patches of D = ",
                net.D());
   NoGradGuard ng;
+  ConvBf16Guard bf16(opt.bf16);
   const bool was_training = net.is_training();
   net.eval();
   // BatchNorm folding for the duration of the selection (restored on return or throw).

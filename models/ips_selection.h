@@ -41,13 +41,17 @@ struct IPSOptions {
   /// Exact shortcut: within each chunk the selection encodes (the first M, then
   /// each I per image, for the whole batch), patches with bytewise-identical
   /// pixels are encoded once and the embedding copied (64-bit hash, then a full
-  /// comparison). CPU patch tensors only.
+  /// comparison). Image patches in CPU memory only (not feature bags).
   bool dedup_identical = true;
   /// Exact shortcut: a ResNet encoder runs with its eval-mode BatchNorms folded
   /// into the convolutions during selection (ResNet::set_fold_bn); the
   /// encoder's own setting is restored afterwards. Same selected patches up to
   /// float rounding of the scores.
   bool fold_bn = false;
+  /// Optional, off by default, not exact: the selection's convolutions run
+  /// with bfloat16 inputs and weights (float32 accumulation and output) where
+  /// the backend supports it (ConvBf16Guard; the CPU with AVX512-BF16).
+  bool bf16 = false;
   /// Also score every patch in one pass over all N (for attention maps).
   bool score_all = false;
 };

@@ -55,12 +55,13 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     out = subprocess.run([os.path.join(a.build, "benchmarks", "bench_encoder"), "--benchmark_format=json"],
                          env=env, check=True, capture_output=True, text=True).stdout
-    # Names look like "BM_SelectionForward/1600/0/min_time:2.000".
+    # Names look like "BM_SelectionForward/1600/<fold>/<bf16>/min_time:2.000".
     res = {"/".join(p for p in b["name"].split("/") if not p.startswith("min_time")): b
            for b in json.loads(out)["benchmarks"]}
-    res["BM_SelectionForward"] = res["BM_SelectionForward/1600/0"]
+    res["BM_SelectionForward"] = res["BM_SelectionForward/1600/0/0"]
     res["BM_TrainingPass"] = res["BM_TrainingPass/1600"]
-    folded = res["BM_SelectionForward/1600/1"]["patches/s"]
+    folded = res["BM_SelectionForward/1600/1/0"]["patches/s"]
+    bf16 = res.get("BM_SelectionForward/1600/0/1", {}).get("patches/s")
     ips_sel = res["BM_SelectionForward"]["patches/s"]
     ips_trn = res["BM_TrainingPass"]["patches/s"]
     print(f"threads {a.threads}, batch {1600}, torch {torch.__version__}")
@@ -68,6 +69,11 @@ def main():
           f"  torch {torch_sel:8.1f}  ratio {ips_sel / torch_sel:.2f}x (target >= 1.5x)")
     print(f"selection forward, BN folded:      ipsnet {folded:8.1f} patches/s"
           f"  torch {torch_sel:8.1f}  ratio {folded / torch_sel:.2f}x")
+    if bf16:
+        print(f"selection forward, bfloat16 convs: ipsnet {bf16:8.1f} patches/s"
+              f"  torch {torch_sel:8.1f}  ratio {bf16 / torch_sel:.2f}x (optional, not exact)")
+    else:
+        print("selection forward, bfloat16 convs: skipped (no AVX512-BF16 on this CPU)")
     print(f"training pass (train, fwd+bwd):    ipsnet {ips_trn:8.1f} patches/s ({res['BM_TrainingPass']['GFLOP/s']:.1f} GFLOP/s)"
           f"  torch {torch_trn:8.1f}  ratio {ips_trn / torch_trn:.2f}x (target >= 1.0x)")
 

@@ -81,6 +81,7 @@ struct Config {
   bool prefetch = true;          // prepare the next batch in the background
   bool dedup_patches = true;     // encode identical (e.g. empty) patches once per batch in selection
   bool fold_bn = false;          // selection runs the encoder with BatchNorm folded into the convs
+  bool selection_bf16 = false;   // selection convs in bfloat16 (CPU with AVX512-BF16; not exact)
   bool recompute_activations = true;  // training pass: ResNet BN+ReLU outputs and the stem recomputed in backward
   std::string eval_split = "test";
 

@@ -88,6 +88,10 @@ void Trainer::setup(bool create_run_dir) {
   validate(cfg_);
   if (cfg_.threads > 0) set_num_threads(static_cast<int>(cfg_.threads));
   device_ = resolve_device(cfg_.device);
+  IPSNET_CHECK(!cfg_.selection_bf16 || backend_for(device_).supports_bf16_conv(),
+               "config key 'selection_bf16': true, but the ", device_.str(),
+               " backend has no bfloat16 convolution here (the CPU needs AVX512-BF16; CUDA is not implemented); "
+               "set it to false");
   IPSNET_CHECK(cfg_.is_image, "config key 'is_image': false (pre-extracted features) is not supported by the "
                               "Megapixel MNIST trainer yet");
   IPSNET_CHECK(!cfg_.data_dir.empty(), "config key 'data_dir' is empty: give the dataset directory made by "
@@ -204,6 +208,7 @@ IPSOptions Trainer::ips_options(bool training) const {
   }
   o.dedup_zero = cfg_.dedup_patches;
   o.dedup_identical = cfg_.dedup_patches;
+  o.bf16 = cfg_.selection_bf16;
   o.fold_bn = cfg_.fold_bn;
   return o;
 }

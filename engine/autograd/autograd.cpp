@@ -15,6 +15,10 @@ bool grad_enabled() { return tl_grad_enabled; }
 void set_grad_enabled(bool on) { tl_grad_enabled = on; }
 NoGradGuard::NoGradGuard() : prev_(tl_grad_enabled) { tl_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { tl_grad_enabled = prev_; }
+thread_local bool tl_conv_bf16 = false;
+bool conv_bf16_enabled() { return tl_conv_bf16; }
+ConvBf16Guard::ConvBf16Guard(bool on) : prev_(tl_conv_bf16) { tl_conv_bf16 = on; }
+ConvBf16Guard::~ConvBf16Guard() { tl_conv_bf16 = prev_; }
 
 std::atomic<int64_t> Node::live_{0};
 Node::Node() { live_.fetch_add(1, std::memory_order_relaxed); }

@@ -125,6 +125,8 @@ class Backend {
 
   /// y = conv(x, weight) + bias. x (N, C, H, W), weight (O, C, kh, kw),
   /// bias (O) or undefined, y (N, O, ho, wo).
+  /// Whether conv2d_forward honours Conv2dGeometry::bf16 (else it runs float32).
+  virtual bool supports_bf16_conv() const { return false; }
   virtual void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                               const Tensor& y, const Conv2dGeometry& g) {
     unsupported("conv2d_forward");

@@ -213,8 +213,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
 
   Tensor xc = detached_contiguous(x), wc = detached_contiguous(weight), bc = detached_contiguous(bias);
   Tensor y = Tensor::empty({g.n, g.o, g.ho, g.wo}, x.dtype(), x.device());
-  backend_for(x.device()).conv2d_forward(xc, wc, bc, y, g);
-  if (any_requires_grad({&x, &weight, &bias})) {
+  Backend& be = backend_for(x.device());
+  const bool record = any_requires_grad({&x, &weight, &bias});
+  g.bf16 = !record && conv_bf16_enabled() && x.dtype() == DType::Float32 && be.supports_bf16_conv();
+  be.conv2d_forward(xc, wc, bc, y, g);
+  g.bf16 = false;
+  if (record) {
     auto node = std::make_shared<Conv2dBackward>();
     node->geom = g;
     node->need_x = x.requires_grad();

@@ -235,6 +235,42 @@ TEST(BatchNorm, GradcheckEval) {
   EXPECT_TRUE(gradcheck(f2, {rand_double({2, 3, 4, 4}, 1)}));
 }
 
+// ---- bfloat16 inference convolution ------------------------------------------------
+TEST(Conv2dBf16, InferenceIsCloseToFloat32AndRecordedConvsStayFloat32) {
+  if (!backend_for(Device::cpu()).supports_bf16_conv())
+    GTEST_SKIP() << "this CPU has no AVX512-BF16 (or oneDNN is switched off): no bfloat16 convolution to test";
+  struct Case {
+    Shape x, w;
+    Pair stride, pad;
+  };
+  for (const Case& c : {Case{{8, 16, 13, 13}, {32, 16, 3, 3}, {1, 1}, {1, 1}},
+                        Case{{6, 1, 50, 50}, {64, 1, 7, 7}, {2, 2}, {3, 3}},
+                        Case{{5, 64, 13, 13}, {128, 64, 1, 1}, {2, 2}, {0, 0}}}) {
+    SCOPED_TRACE(shape_str(c.x) + " " + shape_str(c.w));
+    Tensor x = rand_double(c.x, 1).to(DType::Float32), w = rand_double(c.w, 2).to(DType::Float32);
+    Tensor b = rand_double({c.w[0]}, 3).to(DType::Float32);
+    Tensor y32, y16, yrec;
+    {
+      NoGradGuard ng;
+      y32 = ops::conv2d(x, w, b, c.stride, c.pad);
+      ConvBf16Guard bf(true);
+      EXPECT_TRUE(conv_bf16_enabled());
+      y16 = ops::conv2d(x, w, b, c.stride, c.pad);
+    }
+    EXPECT_FALSE(conv_bf16_enabled());
+    const double scale = testing::max_abs_diff(y32, Tensor::zeros(y32.shape()));
+    const double err = testing::max_abs_diff(y16, y32) / scale;
+    EXPECT_GT(err, 0.0) << "the bfloat16 path did not run";
+    EXPECT_LT(err, 2e-2) << "bfloat16 inputs keep 8 bits of mantissa";
+    {
+      ConvBf16Guard bf(true);
+      Tensor xg = x.clone().set_requires_grad(true);
+      yrec = ops::conv2d(xg, w, b, c.stride, c.pad);  // recorded for backward: float32
+    }
+    EXPECT_EQ(testing::max_abs_diff(yrec.detach(), y32), 0.0);
+  }
+}
+
 // ---- batch_norm_relu and recomputed outputs ---------------------------------------
 // The fused op feeds a convolution that saves its input, and the intermediate
 // dies when f returns: with recompute, backward recomputes it (and the mask).

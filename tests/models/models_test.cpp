@@ -296,6 +296,31 @@ TEST(IPSSelection, IdenticalPatchesAreEncodedOnceWithTheSameSelection) {
   }
 }
 
+TEST(IPSSelection, Bf16SelectionRunsAndMostlyAgrees) {
+  if (!backend_for(Device::cpu()).supports_bf16_conv())
+    GTEST_SKIP() << "this CPU has no AVX512-BF16: bfloat16 selection is not available";
+  Generator gen(22);
+  std::vector<TaskSpec> tasks{{"t", 3, TaskActivation::Softmax}};
+  IPSNet net(IPSNetOptions()
+                 .encoder("resnet18")
+                 .in_channels(1)
+                 .n_res_blocks(2)
+                 .transformer(AggregatorOptions().n_token(1).H(2).D(8).D_k(4).D_v(4).D_inner(8))
+                 .tasks(tasks),
+             gen);
+  RepeatingSource src(3, 40, gen);
+  IPSOptions o;
+  o.M = 4;
+  o.I = 6;
+  Generator g1(5), g2(5);
+  SelectionResult f32 = ips_select(net, src, Tensor(), o, g1);
+  o.bf16 = true;
+  SelectionResult b16 = ips_select(net, src, Tensor(), o, g2);
+  EXPECT_FALSE(conv_bf16_enabled()) << "the guard is released after the selection";
+  ASSERT_EQ(b16.idx.shape(), f32.idx.shape());
+  EXPECT_LT(testing::max_abs_diff(b16.scores, f32.scores), 0.05);
+}
+
 TEST(IPSNet, TorchvisionStateDictLoadsIntoEncoder) {
   // A torchvision-named state dict (no prefix) written as safetensors loads into the encoder directly.
   Generator gen(10);

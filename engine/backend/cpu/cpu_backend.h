@@ -50,6 +50,8 @@ class CpuBackend : public Backend {
   // ---- convolution, batch norm, pooling -----------------------------------
   // float32: oneDNN (cpu_onednn.h) unless the reference path is forced;
   // float64: the reference loops (im2col + gemm, engine/math/conv.h, norm.h).
+  /// AVX512-BF16 present (oneDNN's effective ISA) and oneDNN in use for float32.
+  bool supports_bf16_conv() const override;
   void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
                       const Conv2dGeometry& g) override;              // cpu_conv.cpp
   void conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
