@@ -203,5 +203,18 @@ const std::string& ArgParser::positional(size_t i) const {
   return positionals_[i];
 }
 
+std::vector<std::string> split_assignments(const std::string& all) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= all.size()) {
+    size_t end = all.find(';', start);
+    std::string one = all.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (!one.empty()) out.push_back(one);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
 }  // namespace app
 }  // namespace ipsnet

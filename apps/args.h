@@ -73,5 +73,8 @@ class ArgParser {
   std::vector<std::string> positionals_;
 };
 
+/// "k1=v1;k2=v2" -> {"k1=v1", "k2=v2"} (empty parts dropped): the --set syntax.
+std::vector<std::string> split_assignments(const std::string& all);
+
 }  // namespace app
 }  // namespace ipsnet

@@ -18,6 +18,8 @@ int run_eval(const std::vector<std::string>& args) {
   p.add_option("predictions", "", "write per-image predictions here (CSV: image, per task the prediction and "
                                    "probabilities, the selected patch indices)");
   p.add_option("max-images", "0", "evaluate only the first n images (0 = all)");
+  p.add_option("set", "", "override a key of the checkpoint's config, e.g. --set selection_bf16=true "
+                          "(several: separate by ';')");
   p.add_flag("quiet", "no progress bar");
   if (!p.parse(args)) return 0;
   IPSNET_CHECK(p.is_set("checkpoint"), "eval: --checkpoint is required");
@@ -29,6 +31,8 @@ int run_eval(const std::vector<std::string>& args) {
   if (split == "train") overrides.push_back("max_train=" + std::to_string(p.get_int64("max-images")));
   else overrides.push_back("max_test=" + std::to_string(p.get_int64("max-images")));
   overrides.push_back("eval_split=" + split);
+  if (p.is_set("set"))
+    for (const std::string& one : split_assignments(p.get_string("set"))) overrides.push_back(one);
   auto t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), overrides, p.get_flag("quiet"));
   train::EvalResult r = t->evaluate(split, p.get_string("predictions"));
   std::printf("split %s, %lld images, %.1f s\n", split.c_str(), static_cast<long long>(r.images), r.seconds);

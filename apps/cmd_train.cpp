@@ -45,17 +45,8 @@ int run_train(const std::vector<std::string>& args) {
     if (p.is_set("out")) train::apply_override(cfg, "out_dir=" + p.get_string("out"));
     if (p.is_set("device")) train::apply_override(cfg, "device=" + p.get_string("device"));
     if (p.is_set("threads")) train::apply_override(cfg, "threads=" + p.get_string("threads"));
-    if (p.is_set("set")) {
-      std::string all = p.get_string("set");
-      size_t start = 0;
-      while (start <= all.size()) {
-        size_t end = all.find(';', start);
-        std::string one = all.substr(start, end == std::string::npos ? std::string::npos : end - start);
-        if (!one.empty()) train::apply_override(cfg, one);
-        if (end == std::string::npos) break;
-        start = end + 1;
-      }
-    }
+    if (p.is_set("set"))
+      for (const std::string& one : split_assignments(p.get_string("set"))) train::apply_override(cfg, one);
     train::validate(cfg);
     if (!p.get_flag("quiet")) std::fprintf(stderr, "effective configuration:\n%s", train::to_table(cfg).c_str());
     trainer = std::make_unique<train::Trainer>(cfg, p.get_flag("quiet"));
