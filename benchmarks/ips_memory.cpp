@@ -109,7 +109,8 @@ struct ModelTerms {
 //   With recompute (the default), BatchNorm+ReLU is one op whose output is
 //   recomputed in backward, so the next conv keeps nothing, and the stem conv
 //   output is recomputed from the patch: the stem keeps only the pool's
-//   indices and output, a block its conv1 output, conv2 output and output.
+//   output (the pool recomputes its argmax in backward), a block its conv1
+//   output, conv2 output and output.
 // saved: bytes kept for backward per patch (the patch itself included);
 // nograd: the no-grad forward's largest moment per patch (input + conv1
 // output + BatchNorm output); bwd: the backward transient per patch above the
@@ -126,8 +127,10 @@ void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_
   const double a_in = static_cast<double>(in.chan * h * h);
   const double a1 = 64.0 * s1 * s1;
   const double a2 = 64.0 * s2 * s2;
-  // conv1 input; [conv1 output (BN); ReLU output;] max-pool indices and output.
-  double saved = a_in + (in.recompute ? 0.0 : 2 * a1) + 2 * a2 + a2;
+  // conv1 input; [conv1 output (BN); ReLU output; max-pool indices;] max-pool
+  // output (with recompute the pool keeps the ReLU output's recipe and
+  // backward recomputes the argmax).
+  double saved = a_in + (in.recompute ? 0.0 : 2 * a1 + 2 * a2) + a2;
   int64_t s = s2, c = 64;
   for (int st = 0; st < in.stages; ++st) {
     const int64_t c_out = 64 << st;

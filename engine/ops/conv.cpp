@@ -134,18 +134,31 @@ struct Conv2dRecompute : Recompute {
 
 struct MaxPool2dBackward : Node {
   SavedTensor indices;  // int64 (N, C, ho, wo): argmax h * W + w in each plane
+  SavedTensor input;    // instead of indices when the input is recomputable (a recipe)
   Pool2dGeometry geom;
   DType dtype = DType::Float32;
   const char* name() const override { return "MaxPool2dBackward"; }
   // g: (N, C, ho, wo)
   std::vector<Tensor> apply(const Tensor& g) override {
-    Tensor idx = indices.unpack(name());
+    Tensor idx;
+    if (input.defined()) {
+      // The argmax of the recomputed input: the same forward, the same indices.
+      Tensor x = input.unpack(name());
+      Tensor y = Tensor::empty({geom.n, geom.c, geom.ho, geom.wo}, dtype, x.device());
+      idx = Tensor::empty(y.shape(), DType::Int64, x.device());
+      backend_for(x.device()).max_pool2d_forward(x, y, idx, geom);
+    } else {
+      idx = indices.unpack(name());
+    }
     Tensor gc = g.contiguous();
     Tensor dx = Tensor::empty({geom.n, geom.c, geom.h, geom.w}, dtype, gc.device());
     backend_for(gc.device()).max_pool2d_backward(gc, idx, dx, geom);
     return {dx};
   }
-  void release() override { indices.reset(); }
+  void release() override {
+    indices.reset();
+    input.reset();
+  }
 };
 
 struct GlobalAvgPoolBackward : Node {
@@ -404,11 +417,18 @@ Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty({g.n, g.c, g.ho, g.wo}, x.dtype(), x.device());
   const bool record = any_requires_grad({&x});
-  Tensor idx = record ? Tensor::empty(y.shape(), DType::Int64, x.device()) : Tensor();
+  // A recomputable input (activation recomputation) is kept as its recipe and
+  // backward recomputes the argmax; otherwise the int64 indices are kept.
+  SavedTensor saved_input = record ? SavedTensor(xc) : SavedTensor();
+  const bool from_input = saved_input.recomputed();
+  Tensor idx = record && !from_input ? Tensor::empty(y.shape(), DType::Int64, x.device()) : Tensor();
   backend_for(x.device()).max_pool2d_forward(xc, y, idx, g);
   if (record) {
     auto node = std::make_shared<MaxPool2dBackward>();
-    node->indices = SavedTensor(idx);
+    if (from_input)
+      node->input = saved_input;
+    else
+      node->indices = SavedTensor(idx);
     node->geom = g;
     node->dtype = x.dtype();
     set_history(y, node, {x});
