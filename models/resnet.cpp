@@ -174,19 +174,25 @@ void ResNet::set_bn_stats_frozen(bool on) {
 
 void ResNet::set_fold_bn(bool on) {
   fold_bn_ = on;
-  for (auto& layer : layers_)
-    for (size_t i = 0; i < layer->size(); ++i) {
-      if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) b->fold_bn_ = on;
-      if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) b->fold_bn_ = on;
-    }
+  propagate_block_flags();
 }
 
 void ResNet::set_recompute(bool on) {
   recompute_ = on;
+  propagate_block_flags();
+}
+
+void ResNet::propagate_block_flags() {
   for (auto& layer : layers_)
     for (size_t i = 0; i < layer->size(); ++i) {
-      if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) b->recompute_ = on;
-      if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) b->recompute_ = on;
+      if (auto* b = dynamic_cast<BasicBlock*>((*layer)[i].get())) {
+        b->fold_bn_ = fold_bn_;
+        b->recompute_ = recompute_;
+      }
+      if (auto* b = dynamic_cast<Bottleneck*>((*layer)[i].get())) {
+        b->fold_bn_ = fold_bn_;
+        b->recompute_ = recompute_;
+      }
     }
 }
 

@@ -100,6 +100,7 @@ class ResNet : public Module {
   std::vector<std::shared_ptr<Sequential>> layers_;  // layer1..layer{n_res_blocks}
 
  private:
+  void propagate_block_flags();  // fold_bn_ and recompute_ into every block
   ResNetOptions options_;
   int64_t out_channels_ = 0;
   bool fold_bn_ = false;

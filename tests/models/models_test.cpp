@@ -263,16 +263,20 @@ class RepeatingSource : public PatchSource {
   Tensor patterns_;
 };
 
+// A 2-stage ResNet-18 IPSNet with a small aggregator, one 3-class task.
+IPSNet tiny_selection_net(Generator& gen) {
+  return IPSNet(IPSNetOptions()
+                    .encoder("resnet18")
+                    .in_channels(1)
+                    .n_res_blocks(2)
+                    .transformer(AggregatorOptions().n_token(1).H(2).D(8).D_k(4).D_v(4).D_inner(8))
+                    .tasks({{"t", 3, TaskActivation::Softmax}}),
+                gen);
+}
+
 TEST(IPSSelection, IdenticalPatchesAreEncodedOnceWithTheSameSelection) {
   Generator gen(21);
-  std::vector<TaskSpec> tasks{{"t", 3, TaskActivation::Softmax}};
-  IPSNet net(IPSNetOptions()
-                 .encoder("resnet18")
-                 .in_channels(1)
-                 .n_res_blocks(2)
-                 .transformer(AggregatorOptions().n_token(1).H(2).D(8).D_k(4).D_v(4).D_inner(8))
-                 .tasks(tasks),
-             gen);
+  IPSNet net = tiny_selection_net(gen);
   RepeatingSource src(3, 40, gen);
   IPSOptions plain;
   plain.M = 4;
@@ -300,14 +304,7 @@ TEST(IPSSelection, Bf16SelectionRunsAndMostlyAgrees) {
   if (!backend_for(Device::cpu()).supports_bf16_conv())
     GTEST_SKIP() << "this CPU has no AVX512-BF16: bfloat16 selection is not available";
   Generator gen(22);
-  std::vector<TaskSpec> tasks{{"t", 3, TaskActivation::Softmax}};
-  IPSNet net(IPSNetOptions()
-                 .encoder("resnet18")
-                 .in_channels(1)
-                 .n_res_blocks(2)
-                 .transformer(AggregatorOptions().n_token(1).H(2).D(8).D_k(4).D_v(4).D_inner(8))
-                 .tasks(tasks),
-             gen);
+  IPSNet net = tiny_selection_net(gen);
   RepeatingSource src(3, 40, gen);
   IPSOptions o;
   o.M = 4;
