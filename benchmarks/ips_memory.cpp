@@ -603,7 +603,9 @@ void probe_encoder(int64_t n, int64_t patch) {
     double h3 = held();
     Tensor l1 = net.layers_[0]->forward(p1);
     double h4 = held();
-    std::printf("probe stem: conv1 %.1f, +bn+relu %.1f, +maxpool %.1f, +layer1 %.1f KiB/patch\n", h1, h2, h3, h4);
+    std::printf("probe stem, plain ops (no recomputation): conv1 %.1f, +bn+relu %.1f, +maxpool %.1f, +layer1 %.1f "
+                "KiB/patch\n",
+                h1, h2, h3, h4);
   }
   NoGradGuard ng;
   net.eval();

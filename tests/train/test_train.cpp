@@ -98,6 +98,19 @@ TEST(Train, TinyRunLossFalls) {
   std::string header;
   std::getline(csv, header);
   EXPECT_NE(header.find("peak_allocated_mib"), std::string::npos);
+  // `ipsnet eval --set` overrides the checkpoint's config; a wrong key is one line.
+  const std::string eval = std::string(IPSNET_BINARY) + " eval --quiet --checkpoint " + t.run_dir() +
+                           "/checkpoint_best.safetensors --set ";
+  std::string text;
+  EXPECT_EQ(testing_data::run_capture(eval + "dedup_patchs=false", &text), 2);
+  EXPECT_NE(text.find("did you mean 'dedup_patches'"), std::string::npos) << text;
+  EXPECT_EQ(testing_data::run_capture(eval + "'dedup_patches=false;fold_bn=true'", &text), 0) << text;
+  EXPECT_NE(text.find("mean metric"), std::string::npos) << text;
+  const bool bf16 = backend_for(Device::cpu()).supports_bf16_conv();
+  EXPECT_EQ(testing_data::run_capture(eval + "selection_bf16=true", &text), bf16 ? 0 : 2) << text;
+  if (!bf16) {
+    EXPECT_NE(text.find("AVX512-BF16"), std::string::npos) << text;
+  }
 }
 
 TEST(Train, ResumeGivesTheSameNextStepLoss) {
