@@ -36,8 +36,8 @@ uint64_t hash_bytes(const unsigned char* p, size_t n) {
 }
 
 // Encodes px (n, C, h, w); with `identical`, bytewise-identical patches
-// (contiguous CPU tensors) are encoded once: hashed, compared in full, and the first one's
-// embedding copied to the others. Returns (n, D); adds the encoder rows run.
+// (contiguous CPU tensors) are encoded once: hashed, compared in full, and the
+// first one's embedding copied to the others. Returns (n, D); adds the encoder rows run.
 Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_encoded) {
   const int64_t n = px.size(0);
   // Image patches only (4-D), contiguous on the CPU: feature rows are almost
@@ -46,9 +46,8 @@ Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_e
     *n_encoded += n;
     return net.encode(px);
   }
-  const Tensor& pc = px;
-  const size_t row = static_cast<size_t>(pc.numel() / n) * dtype_size(pc.dtype());
-  const auto* base = static_cast<const unsigned char*>(pc.raw_data());
+  const size_t row = static_cast<size_t>(px.numel() / n) * dtype_size(px.dtype());
+  const auto* base = static_cast<const unsigned char*>(px.raw_data());
   std::unordered_map<uint64_t, std::vector<int64_t>> reps;  // hash -> representative rows
   std::vector<int64_t> unique_rows, of(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -69,8 +68,8 @@ Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_e
   }
   const int64_t u = static_cast<int64_t>(unique_rows.size());
   *n_encoded += u;
-  if (u == n) return net.encode(pc);
-  Tensor emb = net.encode(ops::index_select(pc, 0, Tensor::from_vector(unique_rows, {u})));  // (u, D)
+  if (u == n) return net.encode(px);
+  Tensor emb = net.encode(ops::index_select(px, 0, Tensor::from_vector(unique_rows, {u})));  // (u, D)
   return ops::index_select(emb, 0, Tensor::from_vector(of, {n}));
 }
 

@@ -87,11 +87,12 @@ class ResNet : public Module {
   /// Activation recomputation in grad-recording forwards (on by default):
   /// every BatchNorm + ReLU runs as one op whose output the next convolution
   /// does not keep (backward recomputes it from the BatchNorm's saved input,
-  /// one elementwise pass), and the stem convolution's output is recomputed
-  /// from the patch (conv1 is 4 % of the encoder's FLOPs, its output 64x the
-  /// patch). Gradients are bit for bit those of the plain forward; the saved
-  /// activations per 50x50 patch of the 2-stage ResNet-18 drop from 1007 to
-  /// 562 KiB (docs/memory_model.md).
+  /// one elementwise pass), the stem convolution's output is recomputed from
+  /// the patch (conv1 is 4 % of the encoder's FLOPs, its output 64x the
+  /// patch), and the max-pool after it recomputes its argmax. Gradients are
+  /// bit for bit those of the plain forward; the saved activations per 50x50
+  /// patch of the 2-stage ResNet-18 drop from 1007 to 477 KiB (model;
+  /// docs/memory_model.md).
   void set_recompute(bool on);
   bool recompute() const { return recompute_; }
 

@@ -66,12 +66,18 @@ SavedTensor::SavedTensor(const Tensor& t) {
   version_ = t.storage()->version();
 }
 
+namespace {
+void check_saved_version(const Storage& st, uint64_t saved, const char* node_name) {
+  IPSNET_CHECK(st.version() == saved, node_name,
+               ": a tensor saved for backward was modified in place after it was saved (version ", saved, " -> ",
+               st.version(), ")");
+}
+}  // namespace
+
 Tensor SavedTensor::unpack(const char* node_name) const {
   if (recipe_) {
     if (std::shared_ptr<Storage> st = weak_.lock()) {
-      IPSNET_CHECK(st->version() == version_, node_name,
-                   ": a tensor saved for backward was modified in place after it was saved (version ",
-                   version_, " -> ", st->version(), ")");
+      check_saved_version(*st, version_, node_name);
       return Tensor(std::make_shared<TensorImpl>(st, shape_, contiguous_strides(shape_), 0, dtype_));
     }
     NoGradGuard ng;
@@ -81,9 +87,7 @@ Tensor SavedTensor::unpack(const char* node_name) const {
     return r;
   }
   if (!t_.defined()) return t_;
-  IPSNET_CHECK(t_.storage()->version() == version_, node_name,
-               ": a tensor saved for backward was modified in place after it was saved (version ",
-               version_, " -> ", t_.storage()->version(), ")");
+  check_saved_version(*t_.storage(), version_, node_name);
   return t_;
 }
 

@@ -48,6 +48,23 @@ struct Conv2dBackward : Node {
 
 // ---- batch_norm ----------------------------------------------------------------
 
+// Recomputes relu(bn(x)) for a SavedTensor of batch_norm_relu's output, and
+// for that op's own backward (the ReLU mask), exactly as the forward computed
+// it (no running-stat update).
+struct BatchNormReluRecompute : Recompute {
+  SavedTensor x, gamma, beta, running_mean, running_var;  // running_*: eval-mode copies
+  bool training = true;
+  double eps = 0;
+  static constexpr const char* kName = "batch_norm_relu (recompute)";
+  Tensor run() const override { return run_on(x.unpack(kName)); }
+  // The same from an x the caller has already unpacked.
+  Tensor run_on(const Tensor& xx) const {
+    NoGradGuard ng;
+    return batch_norm_relu(xx, gamma.unpack(kName), beta.unpack(kName), running_mean.unpack(kName),
+                           running_var.unpack(kName), training, 0.0, eps, false);
+  }
+};
+
 struct BatchNormBackward : Node {
   SavedTensor x;      // (N, C, S) contiguous; only when backward reads it (always with relu)
   SavedTensor gamma;  // (C) or undefined
@@ -59,9 +76,10 @@ struct BatchNormBackward : Node {
   bool need_x = false, need_gamma = false, need_beta = false;
   double eps = 0;
   // batch_norm_relu: the mask comes from the ReLU output, saved (out) or
-  // recomputed from x (recompute: beta and, in eval, running_var are kept).
-  bool relu = false, recompute = false;
-  SavedTensor out, beta, running_var;
+  // recomputed from x by the recipe its output carries.
+  bool relu = false;
+  SavedTensor out;
+  std::shared_ptr<const BatchNormReluRecompute> recipe;
   const char* name() const override {
     if (relu) return training ? "BatchNormReluBackward" : "BatchNormReluEvalBackward";
     return training ? "BatchNormBackward" : "BatchNormEvalBackward";
@@ -77,8 +95,8 @@ struct BatchNormBackward : Node {
     Backend& be = backend_for(gc.device());
     if (relu) {
       // y = relu(bn(x)); dy_bn = g * (y > 0), written over y when y is ours.
-      Tensor y = recompute ? recompute_output(xx, gm) : out.unpack(name());
-      const bool owned = recompute || y.storage().use_count() == 1;
+      Tensor y = recipe ? recipe->run_on(xx) : out.unpack(name());
+      const bool owned = recipe || y.storage().use_count() == 1;
       Tensor dy = owned ? y : Tensor::empty(x_shape, gc.dtype(), gc.device());
       be.unary_backward(math::UnaryOp::Relu, Tensor(), y, gc, dy, 0.0);
       y = Tensor();
@@ -91,33 +109,13 @@ struct BatchNormBackward : Node {
     be.batch_norm_backward(xx, gm, gc, m, r, dx, dg, db, geom, !training, eps);
     return {dx, dg, db};
   }
-  // relu(bn(x)) exactly as the forward computed it (no running-stat update).
-  Tensor recompute_output(const Tensor& xx, const Tensor& gm) const {
-    NoGradGuard ng;
-    Tensor rv = running_var.unpack(name());
-    return batch_norm_relu(xx.view(x_shape), gm, beta.unpack(name()), training ? Tensor() : mean.unpack(name()),
-                           rv, training, 0.0, eps, false);
-  }
   void release() override {
     x.reset();
     gamma.reset();
     mean.reset();
     rstd.reset();
     out.reset();
-    beta.reset();
-    running_var.reset();
-  }
-};
-
-// Recomputes relu(bn(x)) for a SavedTensor of batch_norm_relu's output.
-struct BatchNormReluRecompute : Recompute {
-  SavedTensor x, gamma, beta, running_mean, running_var;  // running_*: eval-mode copies
-  bool training = true;
-  double eps = 0;
-  Tensor run() const override {
-    const char* n = "batch_norm_relu (recompute)";
-    return batch_norm_relu(x.unpack(n), gamma.unpack(n), beta.unpack(n), running_mean.unpack(n),
-                           running_var.unpack(n), training, 0.0, eps, false);
+    recipe.reset();
   }
 };
 
@@ -229,8 +227,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   Backend& be = backend_for(x.device());
   const bool record = any_requires_grad({&x, &weight, &bias});
   g.bf16 = !record && conv_bf16_enabled() && x.dtype() == DType::Float32 && be.supports_bf16_conv();
-  be.conv2d_forward(xc, wc, bc, y, g);
-  g.bf16 = false;
+  be.conv2d_forward(xc, wc, bc, y, g);  // g.bf16 is false whenever the node below keeps g
   if (record) {
     auto node = std::make_shared<Conv2dBackward>();
     node->geom = g;
@@ -327,27 +324,26 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     node->need_gamma = wants_grad(gamma);
     node->need_beta = wants_grad(beta);
     node->relu = relu;
-    node->recompute = relu && recompute;
+    const bool recomputed = relu && recompute;
     // x is read for dgamma, and for dx only with batch statistics; the
     // recomputed ReLU mask reads it too.
-    if (node->need_gamma || (training && node->need_x) || node->recompute) node->x = SavedTensor(xc);
-    if (node->need_x || node->recompute) node->gamma = SavedTensor(gc);
+    if (node->need_gamma || (training && node->need_x) || recomputed) node->x = SavedTensor(xc);
+    if (node->need_x) node->gamma = SavedTensor(gc);
     node->mean = SavedTensor(mean);
     node->rstd = SavedTensor(rstd);
-    if (node->recompute) {
-      node->beta = SavedTensor(bc);
-      if (!training) node->running_var = SavedTensor(running_var.detach().clone());
+    if (recomputed) {
       auto recipe = std::make_shared<BatchNormReluRecompute>();
       recipe->x = SavedTensor(xc);
       recipe->gamma = SavedTensor(gc);
       recipe->beta = SavedTensor(bc);
       if (!training) {
         recipe->running_mean = SavedTensor(mean);
-        recipe->running_var = node->running_var;
+        recipe->running_var = SavedTensor(running_var.detach().clone());
       }
       recipe->training = training;
       recipe->eps = eps;
       set_recompute(y, recipe);
+      node->recipe = recipe;
     } else if (relu) {
       node->out = SavedTensor(y);
     }
