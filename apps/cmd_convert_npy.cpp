@@ -19,6 +19,7 @@
 #include "data/megapixel_mnist.h"
 #include "data/npy.h"
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace app {
@@ -165,23 +166,18 @@ int run_export(const std::vector<std::string>& args) {
   const std::string dir = p.positional(0), out = p.positional(1);
   bool force = p.get_flag("force");
   IPSNET_CHECK(fs::is_directory(dir), "dataset directory '", dir, "' does not exist");
-  std::string tmp = data::make_temp_dir(out, force);
-  try {
-    if (p.get_flag("flat")) {
-      export_flat(dir, tmp);
-    } else {
-      std::string flat = tmp + "/.flat";
-      fs::create_directory(flat);
-      export_flat(dir, flat);
-      run_script(p.get_string("python"), p.get_string("script"), "pack", flat, tmp);
-      fs::remove_all(flat);
-    }
-    data::commit_directory(tmp, out, force);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
+  TempDirectory tmp_dir(out, force);  // removes itself unless committed
+  const std::string& tmp = tmp_dir.path();
+  if (p.get_flag("flat")) {
+    export_flat(dir, tmp);
+  } else {
+    std::string flat = tmp + "/.flat";
+    fs::create_directory(flat);
+    export_flat(dir, flat);
+    run_script(p.get_string("python"), p.get_string("script"), "pack", flat, tmp);
+    fs::remove_all(flat);
   }
+  tmp_dir.commit();
   std::fprintf(stderr, "export-npy: wrote %s\n", out.c_str());
   return 0;
 }
@@ -291,23 +287,18 @@ int run_import(const std::vector<std::string>& args) {
   const std::string ref = p.positional(0), out = p.positional(1);
   bool force = p.get_flag("force");
   IPSNET_CHECK(fs::is_directory(ref), "directory '", ref, "' does not exist");
-  std::string tmp = data::make_temp_dir(out, force);
-  try {
-    if (p.get_flag("flat")) {
-      import_flat(ref, tmp);
-    } else {
-      std::string flat = tmp + "/.flat";
-      fs::create_directory(flat);
-      run_script(p.get_string("python"), p.get_string("script"), "unpack", ref, flat);
-      import_flat(flat, tmp);
-      fs::remove_all(flat);
-    }
-    data::commit_directory(tmp, out, force);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
+  TempDirectory tmp_dir(out, force);  // removes itself unless committed
+  const std::string& tmp = tmp_dir.path();
+  if (p.get_flag("flat")) {
+    import_flat(ref, tmp);
+  } else {
+    std::string flat = tmp + "/.flat";
+    fs::create_directory(flat);
+    run_script(p.get_string("python"), p.get_string("script"), "unpack", ref, flat);
+    import_flat(flat, tmp);
+    fs::remove_all(flat);
   }
+  tmp_dir.commit();
   std::fprintf(stderr, "import-npy: wrote %s\n", out.c_str());
   return 0;
 }
