@@ -84,7 +84,7 @@ Tensor positions_of(const Tensor& pos, const Tensor& idx) {
 
 Trainer::Trainer(Config cfg, bool quiet) : cfg_(std::move(cfg)), quiet_(quiet) { setup(true); }
 
-void Trainer::setup(bool create_run_dir) {
+void Trainer::setup(bool create_run_dir, bool eval_only) {
   validate(cfg_);
   if (cfg_.threads > 0) set_num_threads(static_cast<int>(cfg_.threads));
   device_ = resolve_device(cfg_.device);
@@ -98,20 +98,27 @@ void Trainer::setup(bool create_run_dir) {
                                        "`ipsnet generate-data` (or --set data_dir=DIR)");
   IPSNET_CHECK(fs::is_directory(cfg_.data_dir), "config key 'data_dir': '", cfg_.data_dir,
                "' is not a directory (make one with `ipsnet generate-data`)");
-  train_reader_ = std::make_unique<data::DatasetReader>(data::DatasetReader::open(cfg_.data_dir, "train"));
-  test_reader_ = std::make_unique<data::DatasetReader>(data::DatasetReader::open(cfg_.data_dir, cfg_.eval_split));
-  check_tasks(*train_reader_, cfg_.tasks);
+  // Evaluation opens only the split it evaluates (a directory may hold only test.npy's split).
+  if (!eval_only || cfg_.eval_split == "train")
+    train_reader_ = std::make_unique<data::DatasetReader>(data::DatasetReader::open(cfg_.data_dir, "train"));
+  if (!eval_only || cfg_.eval_split != "train")
+    test_reader_ = std::make_unique<data::DatasetReader>(data::DatasetReader::open(cfg_.data_dir, cfg_.eval_split));
+  const data::DatasetReader& first = train_reader_ ? *train_reader_ : *test_reader_;
+  check_tasks(first, cfg_.tasks);
   IPSNET_CHECK(cfg_.n_chan_in == 1, "config key 'n_chan_in': Megapixel MNIST has 1 channel, got ", cfg_.n_chan_in);
-  grid_ = PatchGrid::make(train_reader_->height(), train_reader_->width(), cfg_.patch_size, cfg_.patch_stride);
+  grid_ = PatchGrid::make(first.height(), first.width(), cfg_.patch_size, cfg_.patch_stride);
   const int64_t N = grid_.count();
   IPSNET_CHECK(cfg_.N == 0 || cfg_.N == N, "config key 'N': ", cfg_.N, " but a ", grid_.height, "x", grid_.width,
                " image in patches of ", cfg_.patch_size, " with stride ", cfg_.patch_stride, " has N = ", N);
   IPSNET_CHECK(cfg_.M <= N, "config key 'M': ", cfg_.M, " is larger than N = ", N,
                " (memory buffer bigger than the patches of an image)");
   cfg_.N = N;
-  n_train_ = cfg_.max_train > 0 ? std::min(cfg_.max_train, train_reader_->size()) : train_reader_->size();
-  n_test_ = cfg_.max_test > 0 ? std::min(cfg_.max_test, test_reader_->size()) : test_reader_->size();
-  IPSNET_CHECK(n_train_ >= 1, "the training split of '", cfg_.data_dir, "' has no images");
+  if (train_reader_) {
+    n_train_ = cfg_.max_train > 0 ? std::min(cfg_.max_train, train_reader_->size()) : train_reader_->size();
+    IPSNET_CHECK(n_train_ >= 1, "the training split of '", cfg_.data_dir, "' has no images");
+  }
+  if (test_reader_)
+    n_test_ = cfg_.max_test > 0 ? std::min(cfg_.max_test, test_reader_->size()) : test_reader_->size();
 
   // ---- model ----
   IPSNetOptions o;
@@ -186,7 +193,10 @@ void Trainer::setup(bool create_run_dir) {
 }
 
 const data::DatasetReader& Trainer::reader(const std::string& split) const {
-  return split == "train" ? *train_reader_ : *test_reader_;
+  const auto& r = split == "train" ? train_reader_ : test_reader_;
+  IPSNET_CHECK(r != nullptr, "split '", split, "' is not open (evaluation opens only the split it evaluates: '",
+               cfg_.eval_split, "')");
+  return *r;
 }
 
 int64_t Trainer::steps_per_epoch() const { return (n_train_ + cfg_.B - 1) / cfg_.B; }
@@ -443,7 +453,7 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
                 first = false;
               }
           }
-          for (int64_t c = 0; c < t.n_class; ++c) csv << "," << fmt(row[c], 5);
+          for (int64_t c = 0; c < t.n_class; ++c) csv << "," << std::setprecision(9) << row[c];  // full float precision
         }
         csv << ",";
         for (int64_t j = 0; j < M; ++j) csv << (j ? " " : "") << iv[b * static_cast<size_t>(M) + static_cast<size_t>(j)];
@@ -686,16 +696,23 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet)
 }
 
 std::unique_ptr<Trainer> Trainer::from_checkpoint(const std::string& checkpoint,
-                                                  const std::vector<std::string>& overrides, bool quiet) {
+                                                  const std::vector<std::string>& overrides, bool quiet,
+                                                  const std::string& config_path) {
   IPSNET_CHECK(fs::exists(checkpoint), "checkpoint '", checkpoint, "' does not exist");
-  safetensors::File f = safetensors::load(checkpoint);
-  auto it = f.metadata.find("config");
-  IPSNET_CHECK(it != f.metadata.end(), "checkpoint '", checkpoint,
-               "' has no ipsnet config in its metadata (was it written by `ipsnet train`?)");
-  Config cfg = parse_config(it->second, checkpoint);
+  Config cfg;
+  if (!config_path.empty()) {
+    cfg = load_config(config_path);
+  } else {
+    safetensors::File f = safetensors::load(checkpoint);
+    auto it = f.metadata.find("config");
+    IPSNET_CHECK(it != f.metadata.end(), "checkpoint '", checkpoint,
+                 "' has no ipsnet config in its metadata (weights from elsewhere, e.g. PyTorch): give the model's "
+                 "config with --config FILE");
+    cfg = parse_config(it->second, checkpoint);
+  }
   for (const std::string& o : overrides) apply_override(cfg, o);
   cfg.N = 0;  // recomputed from the (possibly new) data and patch grid
-  std::unique_ptr<Trainer> t(new Trainer(cfg, quiet, 0));
+  std::unique_ptr<Trainer> t(new Trainer(cfg, quiet, 0, /*eval_only=*/true));
   t->load_checkpoint(checkpoint, false);
   return t;
 }

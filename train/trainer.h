@@ -42,10 +42,13 @@ class Trainer {
   /// Continues the run in run_dir from its last checkpoint, exactly.
   static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
   /// Loads a checkpoint's model for evaluation: the config stored in the
-  /// checkpoint, then `overrides` ("key=value": data_dir, device, max_test,
-  /// patch_size, patch_stride, ...).
+  /// checkpoint (or the YAML file config_path, which is required for weights
+  /// without one, e.g. converted from PyTorch, and wins when given), then
+  /// `overrides` ("key=value": data_dir, device, max_test, patch_size,
+  /// patch_stride, ...). Opens only the split cfg.eval_split.
   static std::unique_ptr<Trainer> from_checkpoint(const std::string& checkpoint,
-                                                  const std::vector<std::string>& overrides, bool quiet = false);
+                                                  const std::vector<std::string>& overrides, bool quiet = false,
+                                                  const std::string& config_path = "");
 
   /// Trains to cfg.n_epoch (or until interrupted). Returns false when interrupted.
   bool fit();
@@ -81,8 +84,11 @@ class Trainer {
   const std::vector<std::pair<EvalResult, EvalResult>>& history() const { return history_; }
 
  private:
-  Trainer(Config cfg, bool quiet, int /*no run dir*/) : cfg_(std::move(cfg)), quiet_(quiet) { setup(false); }
-  void setup(bool create_run_dir);
+  Trainer(Config cfg, bool quiet, int /*no run dir*/, bool eval_only = false) : cfg_(std::move(cfg)), quiet_(quiet) {
+    setup(false, eval_only);
+  }
+  /// eval_only: open only the split cfg_.eval_split (no training data needed).
+  void setup(bool create_run_dir, bool eval_only = false);
   void load_checkpoint(const std::string& path, bool with_optimizer);
   IPSOptions ips_options(bool training) const;
   /// Selected patches (B*M, C, h, w) on the device, their indices (B, M), for a batch.
