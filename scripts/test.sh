@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fresh machine to green tests: installs the dependencies, builds everything
-# (CUDA sources too when nvcc is present) and runs the whole test suite.
+# (CUDA sources too when nvcc is present) into build/ (IPSNET_BUILD_DIR) and
+# runs the whole test suite. scripts/quickstart.sh builds into build-main/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
