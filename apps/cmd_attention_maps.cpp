@@ -40,7 +40,9 @@ std::vector<int64_t> parse_indices(const std::string& s) {
 
 int run_attention_maps(const std::vector<std::string>& args) {
   ArgParser p("attention-maps", "Draw where a checkpoint looks: selection scores over the image, selected patches outlined.");
-  p.add_option("checkpoint", "", "checkpoint written by `ipsnet train`");
+  p.add_option("checkpoint", "", "checkpoint written by `ipsnet train` or by scripts/import_torch_weights.py");
+  p.add_option("config", "", "YAML config of the model, for weights without an embedded one (e.g. from PyTorch); "
+                             "when given it replaces the checkpoint's config");
   p.add_option("data", "", "dataset directory (default: the checkpoint's)");
   p.add_option("split", "test", "test | train");
   p.add_option("images", "0-3", "image indices: 0,5,9 or ranges 0-7");
@@ -63,7 +65,15 @@ int run_attention_maps(const std::vector<std::string>& args) {
   if (p.is_set("patch-stride")) ov.push_back("patch_stride=" + p.get_string("patch-stride"));
   if (p.is_set("M")) ov.push_back("M=" + p.get_string("M"));
   ov.push_back("eval_split=" + split);
-  auto t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), ov, true);
+  std::unique_ptr<train::Trainer> t;
+  try {
+    t = train::Trainer::from_checkpoint(p.get_string("checkpoint"), ov, true, p.get_string("config"));
+  } catch (const Error& e) {
+    if (p.is_set("config") && std::string(e.what()).find("load_state_dict") != std::string::npos)
+      throw Error("attention-maps: the architecture in --config '" + p.get_string("config") +
+                  "' does not match the tensors of '" + p.get_string("checkpoint") + "': " + e.what());
+    throw;
+  }
   std::vector<int64_t> ids = parse_indices(p.get_string("images"));
   const std::string out = p.get_string("out");
   std::error_code ec;

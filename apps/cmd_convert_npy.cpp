@@ -268,8 +268,17 @@ void import_flat(const std::string& flat, const std::string& out) {
   h.width = json_int(js, "width", flat + "/flat.json");
   h.lowres_height = json_int(js, "lowres_height", flat + "/flat.json");
   h.lowres_width = json_int(js, "lowres_width", flat + "/flat.json");
-  import_split(flat, "train", out, h);
-  import_split(flat, "test", out, h);
+  // A directory may hold one split only (e.g. just test.npy, for `ipsnet eval`).
+  int n_splits = 0;
+  for (const char* split : {"train", "test"}) {
+    if (!fs::exists(flat + "/" + split + "_high_offsets.npy")) {
+      std::fprintf(stderr, "import-npy: no %s split in '%s' (skipped)\n", split, flat.c_str());
+      continue;
+    }
+    import_split(flat, split, out, h);
+    ++n_splits;
+  }
+  IPSNET_CHECK(n_splits > 0, "import-npy: '", flat, "' holds neither a train nor a test split");
   if (fs::exists(flat + "/parameters.json")) fs::copy_file(flat + "/parameters.json", out + "/parameters.json");
 }
 
@@ -277,7 +286,8 @@ int run_import(const std::vector<std::string>& args) {
   ArgParser p("import-npy",
               "Import the reference tools' train.npy / test.npy (+ parameters.json) into an ipsnet dataset.\n"
               "Digit boxes are not part of the reference layout; imported images keep the labels only.");
-  p.add_positional("REF_DIR", "directory with train.npy, test.npy and parameters.json (or a flat directory with --flat)");
+  p.add_positional("REF_DIR", "directory with train.npy and/or test.npy and parameters.json (or a flat directory "
+                             "with --flat)");
   p.add_positional("OUT_DIR", "output directory (must not exist unless --force)");
   p.add_flag("flat", "REF_DIR is a flat directory written by `export-npy --flat` (no Python needed)");
   p.add_option("python", default_python(), "Python 3 interpreter with NumPy");

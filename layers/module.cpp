@@ -186,6 +186,14 @@ TensorDict Module::state_dict() const {
   return d;
 }
 
+namespace {
+bool is_bn_counter(const std::string& name) {
+  static const std::string leaf = "num_batches_tracked";
+  return name == leaf || (name.size() > leaf.size() && name.compare(name.size() - leaf.size(), leaf.size(), leaf) == 0 &&
+                          name[name.size() - leaf.size() - 1] == '.');
+}
+}  // namespace
+
 LoadResult Module::load_state_dict(const TensorDict& state, bool strict) {
   TensorDict own;
   collect("", true, true, true, &own);
@@ -193,7 +201,13 @@ LoadResult Module::load_state_dict(const TensorDict& state, bool strict) {
   std::vector<std::string> mismatched;
   for (const auto& it : own) {
     if (!state.contains(it.first)) {
-      res.missing_keys.push_back(it.first);
+      // PyTorch writes BatchNorm's step counter, but many exported state dicts
+      // drop it; its value only matters for momentum=None, which ipsnet does
+      // not use. Accept it as 0; every other absent name stays an error.
+      if (is_bn_counter(it.first))
+        res.defaulted_keys.push_back(it.first);
+      else
+        res.missing_keys.push_back(it.first);
       continue;
     }
     const Tensor& src = state.at(it.first);
@@ -211,7 +225,10 @@ LoadResult Module::load_state_dict(const TensorDict& state, bool strict) {
     auto list = [&](const char* what, const std::vector<std::string>& names) {
       if (names.empty()) return;
       os << "\n  " << what << " (" << names.size() << "):";
-      for (const auto& n : names) os << "\n    " << n;
+      // A wrong architecture misses whole stages: name the first 20, count the rest.
+      const size_t shown = std::min<size_t>(names.size(), 20);
+      for (size_t i = 0; i < shown; ++i) os << "\n    " << names[i];
+      if (shown < names.size()) os << "\n    ... and " << names.size() - shown << " more";
     };
     list("size mismatch", mismatched);
     if (strict) {
@@ -221,6 +238,10 @@ LoadResult Module::load_state_dict(const TensorDict& state, bool strict) {
     throw Error(os.str());
   }
   NoGradGuard ng;
+  for (const std::string& name : res.defaulted_keys) {
+    Tensor dst = own.at(name);
+    dst.zero_();
+  }
   for (const auto& it : own) {
     if (!state.contains(it.first)) continue;
     Tensor dst = it.second;

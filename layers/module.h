@@ -63,6 +63,7 @@ class TensorDict {
 struct LoadResult {
   std::vector<std::string> missing_keys;     // in the module, not in the checkpoint
   std::vector<std::string> unexpected_keys;  // in the checkpoint, not in the module
+  std::vector<std::string> defaulted_keys;   // BatchNorm num_batches_tracked absent: set to 0
 };
 
 class Module {

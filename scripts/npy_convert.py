@@ -82,11 +82,12 @@ def unpack(ref, flat):
             fail("'%s' lacks \"%s\"" % (ppath, k))
     height, width = int(params["height"]), int(params["width"])
     style = None
-    counts = {}
-    for split in ("train", "test"):
+    counts = {"train": 0, "test": 0}
+    splits = [s for s in ("train", "test") if os.path.exists(os.path.join(ref, s + ".npy"))]
+    if not splits:
+        fail("'%s' holds neither train.npy nor test.npy" % ref)
+    for split in splits:  # one split alone is fine (e.g. test.npy for evaluation)
         path = os.path.join(ref, split + ".npy")
-        if not os.path.exists(path):
-            fail("'%s' is missing" % path)
         data = np.load(path, allow_pickle=True)
         n = len(data)
         counts[split] = n
