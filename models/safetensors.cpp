@@ -1,9 +1,5 @@
 #include "models/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -13,6 +9,8 @@
 #include <iterator>
 #include <limits>
 #include <sstream>
+
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace safetensors {
@@ -408,33 +406,10 @@ std::string serialize(const TensorDict& tensors, const std::map<std::string, std
 
 void save(const std::string& path, const TensorDict& tensors, const std::map<std::string, std::string>& metadata) {
   const std::string bytes = serialize(tensors, metadata);
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  IPSNET_CHECK(fd >= 0, "safetensors: cannot create ", tmp, " (", std::strerror(errno), ")");
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      IPSNET_FAIL("safetensors: write to ", tmp, " failed (", std::strerror(err), ")");
-    }
-    done += static_cast<size_t>(w);
-  }
-  int sync_rc = ::fsync(fd);
-  int sync_err = errno;
-  int close_rc = ::close(fd);
-  if (sync_rc != 0 || close_rc != 0) {
-    int err = sync_rc != 0 ? sync_err : errno;
-    ::unlink(tmp.c_str());
-    IPSNET_FAIL("safetensors: cannot flush ", tmp, " (", std::strerror(err), ")");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    IPSNET_FAIL("safetensors: cannot rename ", tmp, " to ", path, " (", std::strerror(err), ")");
+  try {
+    write_file_atomic(path, bytes);  // its message names the file and the reason
+  } catch (const Error& e) {
+    throw Error(std::string("safetensors: ") + e.what());
   }
 }
 

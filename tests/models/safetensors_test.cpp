@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "models/safetensors.h"
@@ -38,8 +39,10 @@ std::string error_of(const std::string& path) {
 TEST(Safetensors, RoundTripWithMetadata) {
   std::string path = tmp("rt.safetensors");
   safetensors::save(path, sample(), {{"format", "pt"}, {"note", "quote \" and \\ and \n"}});
-  std::ifstream probe(path + ".tmp");
-  EXPECT_FALSE(probe.good());  // the temporary was renamed away
+  // The temporary (PATH.tmp-PID-N) was renamed away: nothing named PATH.tmp* is left beside PATH.
+  const std::string tmp_prefix = std::filesystem::path(path).filename().string() + ".tmp";
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
+    EXPECT_NE(entry.path().filename().string().rfind(tmp_prefix, 0), 0u) << entry.path();
   safetensors::File f = safetensors::load(path);
   EXPECT_EQ(f.tensors.keys(), (std::vector<std::string>{"w", "b.x", "n", "empty"}));
   EXPECT_EQ(f.tensors.at("w").shape(), (Shape{2, 3}));
