@@ -11,6 +11,7 @@
 #include "data/megapixel_mnist.h"
 #include "data/mnist.h"
 #include "data/png_writer.h"
+#include "data/resize.h"
 #include "data_test_util.h"
 #include "engine/common/error.h"
 

@@ -9,6 +9,7 @@
 #include "data/dataset.h"
 #include "data/megapixel_mnist.h"
 #include "data/mnist.h"
+#include "data/resize.h"
 #include "data_test_util.h"
 #include "engine/common/error.h"
 #include "engine/random/generator.h"
