@@ -20,6 +20,7 @@
 
 #include "data/resize.h"
 #include "engine/common/error.h"
+#include "engine/common/json_writer.h"
 
 namespace ipsnet {
 namespace data {
@@ -528,48 +529,29 @@ void commit_directory(const std::string& tmp_dir, const std::string& out_dir, bo
   IPSNET_CHECK(!ec, "cannot rename '", tmp_dir, "' to '", out_dir, "': ", ec.message());
 }
 
-namespace {
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') o += '\\';
-    if (static_cast<unsigned char>(ch) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\u%04x", ch);
-      o += b;
-      continue;
-    }
-    o += ch;
-  }
-  return o;
-}
-}  // namespace
-
 std::string parameters_json(const MegapixelOptions& o, const std::string& digit_source_desc) {
-  std::ostringstream os;
-  char scale[32];
-  std::snprintf(scale, sizeof(scale), "%.17g", o.scale);
-  os << "{\n"
-     << "  \"format\": \"ipsnet-megapixel-mnist\",\n"
-     << "  \"format_version\": " << kDatasetVersion << ",\n"
-     << "  \"style\": \"" << o.style << "\",\n"
-     << "  \"n_train\": " << o.n_train << ",\n"
-     << "  \"n_test\": " << o.n_test << ",\n"
-     << "  \"width\": " << o.width << ",\n"
-     << "  \"height\": " << o.height << ",\n"
-     << "  \"scale\": " << scale << ",\n"
-     << "  \"noise\": " << (o.noise ? "true" : "false") << ",\n"
-     << "  \"seed\": " << o.seed << ",\n"
-     << "  \"train_seed\": " << o.seed + 1 << ",\n"
-     << "  \"test_seed\": " << o.seed << ",\n"
-     << "  \"n_noise\": " << (o.noise ? o.n_noise : 0) << ",\n"
-     << "  \"noise_size\": " << (o.style == "pineneedle" ? o.noise_size : kDigitSide) << ",\n"
-     << "  \"digit_size\": " << (o.style == "mnist" ? std::min(o.height, o.width) : o.digit_size) << ",\n"
-     << "  \"line\": " << o.thickness << ",\n"
-     << "  \"thickness\": " << o.thickness << ",\n"
-     << "  \"digit_source\": \"" << json_escape(digit_source_desc) << "\"\n"
-     << "}\n";
-  return os.str();
+  JsonWriter j(2);
+  j.begin_object()
+      .member("format", "ipsnet-megapixel-mnist")
+      .member("format_version", kDatasetVersion)
+      .member("style", o.style)
+      .member("n_train", o.n_train)
+      .member("n_test", o.n_test)
+      .member("width", o.width)
+      .member("height", o.height)
+      .member("scale", o.scale)
+      .member("noise", o.noise)
+      .member("seed", o.seed)
+      .member("train_seed", o.seed + 1)
+      .member("test_seed", o.seed)
+      .member("n_noise", o.noise ? o.n_noise : 0)
+      .member("noise_size", o.style == "pineneedle" ? o.noise_size : kDigitSide)
+      .member("digit_size", o.style == "mnist" ? std::min(o.height, o.width) : o.digit_size)
+      .member("line", o.thickness)
+      .member("thickness", o.thickness)
+      .member("digit_source", digit_source_desc)
+      .end_object();
+  return j.str() + "\n";
 }
 
 // ---- the parallel driver ----------------------------------------------------

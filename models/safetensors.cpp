@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
-#include <sstream>
 
 #include "engine/common/files.h"
+#include "engine/common/json_writer.h"
 
 namespace ipsnet {
 namespace safetensors {
@@ -202,28 +201,6 @@ class Parser {
   size_t p_ = 0;
 };
 
-void json_string(std::ostringstream& os, const std::string& s) {
-  os << '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': os << "\\\""; break;
-      case '\\': os << "\\\\"; break;
-      case '\n': os << "\\n"; break;
-      case '\r': os << "\\r"; break;
-      case '\t': os << "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          os << buf;
-        } else {
-          os << static_cast<char>(c);
-        }
-    }
-  }
-  os << '"';
-}
-
 const char* st_dtype(DType t) {
   switch (t) {
     case DType::Float32: return "F32";
@@ -361,21 +338,12 @@ TensorDict load_tensors(const std::string& path) { return load(path).tensors; }
 // ---- write ----------------------------------------------------------------------
 
 std::string serialize(const TensorDict& tensors, const std::map<std::string, std::string>& metadata) {
-  std::ostringstream h;
-  h << '{';
-  bool first = true;
+  JsonWriter h;  // compact
+  h.begin_object();
   if (!metadata.empty()) {
-    h << "\"__metadata__\":{";
-    bool f2 = true;
-    for (const auto& kv : metadata) {
-      if (!f2) h << ',';
-      f2 = false;
-      json_string(h, kv.first);
-      h << ':';
-      json_string(h, kv.second);
-    }
-    h << '}';
-    first = false;
+    h.key("__metadata__").begin_object();
+    for (const auto& kv : metadata) h.member(kv.first, kv.second);
+    h.end_object();
   }
   std::vector<Tensor> host;
   uint64_t off = 0;
@@ -384,16 +352,13 @@ std::string serialize(const TensorDict& tensors, const std::map<std::string, std
     check_defined(it.second, "safetensors::save", it.first.c_str());
     Tensor t = it.second.detach().to(Device::cpu()).contiguous();
     host.push_back(t);
-    if (!first) h << ',';
-    first = false;
-    json_string(h, it.first);
-    h << ":{\"dtype\":\"" << st_dtype(t.dtype()) << "\",\"shape\":[";
-    for (size_t d = 0; d < t.shape().size(); ++d) h << (d ? "," : "") << t.shape()[d];
+    h.key(it.first).begin_object().member("dtype", st_dtype(t.dtype())).key("shape").begin_array();
+    for (size_t d = 0; d < t.shape().size(); ++d) h.value(t.shape()[d]);
     uint64_t nb = t.nbytes();
-    h << "],\"data_offsets\":[" << off << ',' << off + nb << "]}";
+    h.end_array().key("data_offsets").begin_array().value(off).value(off + nb).end_array().end_object();
     off += nb;
   }
-  h << '}';
+  h.end_object();
   std::string header = h.str();
   while ((8 + header.size()) % 8 != 0) header += ' ';  // align the data section to 8 bytes
   std::string out;
