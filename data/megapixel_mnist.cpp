@@ -1,31 +1,20 @@
 #include "data/megapixel_mnist.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "data/resize.h"
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 #include "engine/common/json_writer.h"
+#include "engine/common/ordered_parallel.h"
 
 namespace ipsnet {
 namespace data {
-
-namespace fs = std::filesystem;
 
 // ---- options ----------------------------------------------------------------
 
@@ -481,54 +470,6 @@ GeneratedImage SplitGenerator::generate_mnist(int64_t index, Workspace& ws) cons
   return out;
 }
 
-// ---- directories ------------------------------------------------------------
-
-std::string make_temp_dir(const std::string& out_dir, bool force) {
-  IPSNET_CHECK(!out_dir.empty(), "output directory must not be empty");
-  std::error_code ec;
-  fs::path out(out_dir);
-  if (fs::exists(out, ec))
-    IPSNET_CHECK(force, "output '", out_dir, "' already exists; pass --force to replace it");
-  fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
-  if (out.filename().empty()) parent = out.parent_path().parent_path();
-  IPSNET_CHECK(fs::is_directory(parent, ec), "cannot create output '", out_dir, "': parent directory '",
-               parent.string(), "' does not exist");
-  std::string base = out_dir;
-  while (base.size() > 1 && base.back() == '/') base.pop_back();
-  std::string tmpl = base + ".tmp-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  IPSNET_CHECK(::mkdtemp(buf.data()) != nullptr, "cannot create a temporary directory beside '", out_dir,
-               "' in '", parent.string(), "': ", std::strerror(errno), " (is it writable?)");
-  // mkdtemp makes the directory 0700; give the dataset the usual permissions.
-  mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::chmod(buf.data(), 0777 & ~mask);
-  return std::string(buf.data());
-}
-
-void commit_directory(const std::string& tmp_dir, const std::string& out_dir, bool force) {
-  std::error_code ec;
-  std::string base = out_dir;
-  while (base.size() > 1 && base.back() == '/') base.pop_back();
-  if (fs::exists(base, ec)) {
-    IPSNET_CHECK(force, "output '", out_dir, "' appeared while generating; pass --force to replace it");
-    std::string old = base + ".old-" + std::to_string(::getpid());
-    fs::rename(base, old, ec);
-    IPSNET_CHECK(!ec, "cannot move the existing '", out_dir, "' aside: ", ec.message());
-    fs::rename(tmp_dir, base, ec);
-    if (ec) {
-      std::error_code ec2;
-      fs::rename(old, base, ec2);
-      IPSNET_FAIL("cannot rename '", tmp_dir, "' to '", out_dir, "': ", ec.message());
-    }
-    fs::remove_all(old, ec);
-    return;
-  }
-  fs::rename(tmp_dir, base, ec);
-  IPSNET_CHECK(!ec, "cannot rename '", tmp_dir, "' to '", out_dir, "': ", ec.message());
-}
-
 std::string parameters_json(const MegapixelOptions& o, const std::string& digit_source_desc) {
   JsonWriter j(2);
   j.begin_object()
@@ -558,100 +499,32 @@ std::string parameters_json(const MegapixelOptions& o, const std::string& digit_
 
 namespace {
 
-void write_text_file(const std::string& path, const std::string& text) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  IPSNET_CHECK(f, "cannot create '", path, "': ", std::strerror(errno));
-  size_t w = std::fwrite(text.data(), 1, text.size(), f);
-  int e = errno;
-  int rc = std::fclose(f);
-  IPSNET_CHECK(w == text.size() && rc == 0, "writing '", path, "' failed: ", std::strerror(w == text.size() ? errno : e),
-               " (disk full?)");
-}
-
 struct Item {
   std::vector<uint8_t> record;
   int64_t nnz = 0, nnz_low = 0;
   ImageMeta meta;
 };
 
+// Workers generate and encode images; the calling thread appends them in
+// index order, holding at most 4 finished images per thread.
 void generate_split(const SplitGenerator& gen, DatasetWriter& writer, int threads, const std::string& split,
                     const ProgressFn& progress) {
   const int64_t n = gen.size();
-  const int64_t capacity = 4 * static_cast<int64_t>(threads);
-  std::mutex mu;
-  std::condition_variable cv_space, cv_ready;
-  std::map<int64_t, Item> ready;
-  int64_t written = 0;
-  int64_t next = 0;
-  bool abort = false;
-  std::exception_ptr error;
-
-  auto worker = [&]() {
-    auto ws = gen.make_workspace();
-    for (;;) {
-      int64_t i;
-      {
-        std::unique_lock<std::mutex> lk(mu);
-        if (abort || next >= n) return;
-        i = next++;
-        cv_space.wait(lk, [&] { return abort || i < written + capacity; });
-        if (abort) return;
-      }
+  auto make_work = [&gen] {
+    return [&gen, ws = gen.make_workspace()](int64_t i) {
+      GeneratedImage img = gen.generate(i, *ws);
       Item item;
-      try {
-        GeneratedImage img = gen.generate(i, *ws);
-        item.record = encode_record(img.high, gen.has_lowres() ? &img.low : nullptr);
-        item.nnz = img.high.nnz();
-        item.nnz_low = img.low.nnz();
-        item.meta = std::move(img.meta);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(mu);
-        if (!error) error = std::current_exception();
-        abort = true;
-        cv_ready.notify_all();
-        cv_space.notify_all();
-        return;
-      }
-      std::lock_guard<std::mutex> lk(mu);
-      ready.emplace(i, std::move(item));
-      cv_ready.notify_all();
-    }
+      item.record = encode_record(img.high, gen.has_lowres() ? &img.low : nullptr);
+      item.nnz = img.high.nnz();
+      item.nnz_low = img.low.nnz();
+      item.meta = std::move(img.meta);
+      return item;
+    };
   };
-
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-  try {
-    for (int64_t w = 0; w < n; ++w) {
-      Item item;
-      {
-        std::unique_lock<std::mutex> lk(mu);
-        cv_ready.wait(lk, [&] { return abort || ready.count(w) > 0; });
-        if (abort) break;
-        auto it = ready.find(w);
-        item = std::move(it->second);
-        ready.erase(it);
-      }
-      writer.append(item.record, item.nnz, item.nnz_low, item.meta);
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        written = w + 1;
-      }
-      cv_space.notify_all();
-      if (progress) progress(split, w + 1, n);
-    }
-  } catch (...) {
-    std::lock_guard<std::mutex> lk(mu);
-    if (!error) error = std::current_exception();
-    abort = true;
-    cv_space.notify_all();
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu);
-    if (error) abort = true;
-  }
-  cv_space.notify_all();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+  ordered_parallel_map(n, threads, 4 * static_cast<int64_t>(threads), make_work, [&](int64_t i, Item&& item) {
+    writer.append(item.record, item.nnz, item.nnz_low, item.meta);
+    if (progress) progress(split, i + 1, n);
+  });
 }
 
 }  // namespace
@@ -662,35 +535,29 @@ GenerateStats generate_dataset(const MegapixelOptions& o, const DigitSource& src
   validate_options(o);
   auto t0 = std::chrono::steady_clock::now();
   int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  std::string tmp = make_temp_dir(out_dir, force);
+  TempDirectory dir(out_dir, force);  // removes itself unless committed
+  const std::string& tmp = dir.path();
   GenerateStats stats;
-  try {
-    std::string desc = src.name + " (" + src.kind + ": " + src.path + ")";
-    if (src.kind == "npm")
-      desc += "; npm split: first floor(4n/5) digits of each class train, the rest test";
-    write_text_file(tmp + "/parameters.json", parameters_json(o, desc));
-    for (bool train : {true, false}) {
-      SplitGenerator gen(o, train ? src.train : src.test, train);
-      SplitHeader h;
-      h.height = o.height;
-      h.width = o.width;
-      h.lowres_height = gen.lowres_height();
-      h.lowres_width = gen.lowres_width();
-      h.style = o.style;
-      std::string split = train ? "train" : "test";
-      DatasetWriter writer(tmp, split, h);
-      generate_split(gen, writer, threads, split, progress);
-      writer.finish();
-      stats.images += writer.count();
-      stats.bytes += writer.bytes();
-    }
-    if (before_commit) before_commit(tmp);
-    commit_directory(tmp, out_dir, force);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
+  std::string desc = src.name + " (" + src.kind + ": " + src.path + ")";
+  if (src.kind == "npm") desc += "; npm split: first floor(4n/5) digits of each class train, the rest test";
+  write_file_atomic(tmp + "/parameters.json", parameters_json(o, desc));
+  for (bool train : {true, false}) {
+    SplitGenerator gen(o, train ? src.train : src.test, train);
+    SplitHeader h;
+    h.height = o.height;
+    h.width = o.width;
+    h.lowres_height = gen.lowres_height();
+    h.lowres_width = gen.lowres_width();
+    h.style = o.style;
+    std::string split = train ? "train" : "test";
+    DatasetWriter writer(tmp, split, h);
+    generate_split(gen, writer, threads, split, progress);
+    writer.finish();
+    stats.images += writer.count();
+    stats.bytes += writer.bytes();
   }
+  if (before_commit) before_commit(tmp);
+  dir.commit();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
 }

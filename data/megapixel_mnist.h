@@ -150,14 +150,8 @@ GenerateStats generate_dataset(const MegapixelOptions& o, const DigitSource& src
                                bool force, const ProgressFn& progress = nullptr,
                                const std::function<void(const std::string&)>& before_commit = nullptr);
 
-/// Writes `parameters.json` content for o and src (also used by import).
+/// The text of `parameters.json` for o and the digit source description.
 std::string parameters_json(const MegapixelOptions& o, const std::string& digit_source_desc);
-
-/// Moves tmp_dir to out_dir atomically (replacing out_dir when force).
-void commit_directory(const std::string& tmp_dir, const std::string& out_dir, bool force);
-/// Creates out_dir.tmp-XXXXXX beside out_dir; refuses an existing out_dir
-/// unless force; checks the parent is writable.
-std::string make_temp_dir(const std::string& out_dir, bool force);
 
 }  // namespace data
 }  // namespace ipsnet
