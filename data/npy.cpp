@@ -1,12 +1,11 @@
 #include "data/npy.h"
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace data {
@@ -63,16 +62,14 @@ void write_npy(const std::string& path, const std::string& descr, const std::vec
   for (int64_t s : shape) n *= s;
   IPSNET_CHECK(static_cast<size_t>(n) * itemsize(descr) == bytes, "write_npy '", path, "': ", bytes,
                " bytes for shape ", sh.str(), " of ", descr);
-  FILE* f = std::fopen(path.c_str(), "wb");
-  IPSNET_CHECK(f, "cannot create '", path, "': ", std::strerror(errno));
   unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
   pre[8] = static_cast<unsigned char>(header.size() & 0xff);
   pre[9] = static_cast<unsigned char>(header.size() >> 8);
-  bool ok = std::fwrite(pre, 1, 10, f) == 10 && std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-            (bytes == 0 || std::fwrite(data, 1, bytes, f) == bytes);
-  int e = errno;
-  int rc = std::fclose(f);
-  IPSNET_CHECK(ok && rc == 0, "writing '", path, "' failed: ", std::strerror(ok ? errno : e), " (disk full?)");
+  AtomicFile f(path);
+  f.write(pre, sizeof pre);
+  f.write(header);
+  f.write(data, bytes);
+  f.commit();
 }
 
 NpyArray read_npy(const std::string& path) {

@@ -3,13 +3,13 @@
 #include <png.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
+#include <string>
 
 #include "data/dataset.h"
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace data {
@@ -25,6 +25,16 @@ void on_png_error(png_structp png, png_const_charp msg) {
   png_longjmp(png, 1);
 }
 void on_png_warning(png_structp, png_const_charp) {}
+void on_png_write(png_structp png, png_bytep data, size_t n) {
+  bool ok = true;
+  try {  // no C++ exception may cross libpng's C frames
+    static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), n);
+  } catch (...) {
+    ok = false;
+  }
+  if (!ok) png_error(png, "out of memory while encoding");
+}
+void on_png_flush(png_structp) {}
 }  // namespace
 
 void write_png(const std::string& path, int64_t width, int64_t height, int channels,
@@ -34,14 +44,14 @@ void write_png(const std::string& path, int64_t width, int64_t height, int chann
                "x", height);
   IPSNET_CHECK(static_cast<int64_t>(pixels.size()) == width * height * channels, "write_png: ", pixels.size(),
                " bytes for a ", width, "x", height, "x", channels, " image");
-  FILE* f = std::fopen(path.c_str(), "wb");
-  IPSNET_CHECK(f, "cannot create '", path, "': ", std::strerror(errno));
+  // libpng encodes into memory; AtomicFile then writes the bytes (checked,
+  // under a temporary name, renamed into place).
   PngError err;
+  std::string encoded;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error, on_png_warning);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info) {
     if (png) png_destroy_write_struct(&png, nullptr);
-    std::fclose(f);
     IPSNET_FAIL("libpng could not start writing '", path, "'");
   }
   std::vector<png_bytep> rows(height);
@@ -49,10 +59,9 @@ void write_png(const std::string& path, int64_t width, int64_t height, int chann
     rows[r] = const_cast<png_bytep>(pixels.data() + r * width * channels);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    std::fclose(f);
     IPSNET_FAIL("writing PNG '", path, "' failed: ", err.msg);
   }
-  png_init_io(png, f);
+  png_set_write_fn(png, &encoded, on_png_write, on_png_flush);
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
                channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -61,9 +70,7 @@ void write_png(const std::string& path, int64_t width, int64_t height, int chann
   png_write_image(png, rows.data());
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  int ferr = std::ferror(f);
-  int rc = std::fclose(f);
-  IPSNET_CHECK(ferr == 0 && rc == 0, "writing PNG '", path, "' failed: ", std::strerror(errno), " (disk full?)");
+  write_file_atomic(path, encoded);
 }
 
 namespace {
