@@ -79,12 +79,16 @@ int run_attention_maps(const std::vector<std::string>& args) {
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
   IPSNET_CHECK(!ec, "attention-maps: cannot create '", out, "': ", ec.message());
-  const data::DatasetReader& rd = t->reader(split);
-  const PatchGrid& g = t->grid();
-  std::vector<float> image(static_cast<size_t>(g.height * g.width));
+  const data::DataSource& src = t->source(split);
+  IPSNET_CHECK(src.has_pixels() && src.channels() == 1, "attention-maps: draws grayscale images; the ",
+               src.kind(), " data has ", src.channels(), " channel(s)");
   for (int64_t id : ids) {
-    SelectionResult r = t->select(split, {id}, p.get_flag("all-scores"));
-    rd.read_image(id, image.data());
+    IPSNET_CHECK(id >= 0 && id < src.size(), "attention-maps: image index ", id, " out of range for the ", split,
+                 " split of ", src.size(), " images");
+    const PatchGrid g = src.grid(id);
+    std::vector<float> image(static_cast<size_t>(g.height * g.width));
+    train::Attention r = t->attend(split, {id}, p.get_flag("all-scores"));
+    src.read_image(id, image.data());
     train::AttentionMapInput in;
     in.image = image.data();
     in.grid = g;

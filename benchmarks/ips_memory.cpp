@@ -43,6 +43,7 @@
 #include "models/ips_selection.h"
 #include "models/resnet.h"
 #include "train/config.h"
+#include "train/methods/ips.h"
 #include "train/trainer.h"
 
 namespace ipsnet {
@@ -242,7 +243,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   // Reserved memory reflects this run, not what earlier runs left in the arena.
   get_allocator(Device::cpu()).empty_cache();
   train::Trainer trainer(cfg, true);
-  auto* resnet = dynamic_cast<ResNet*>(trainer.net().encoder_.get());
+  IPSNet& net = dynamic_cast<train::IPSMethod&>(trainer.method()).net();
+  auto* resnet = dynamic_cast<ResNet*>(net.encoder_.get());
   if (resnet) resnet->set_fold_bn(run.fold_bn);
   const Device dev = trainer.device();
   std::vector<int64_t> ids;
@@ -252,8 +254,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   // Fraction of patches the selection encodes (for the model).
   double enc_frac = 1.0;
   if (cfg.dedup_patches) {
-    SelectionResult r = trainer.select("train", ids, false);
-    enc_frac = static_cast<double>(r.n_encoded) / static_cast<double>(B * trainer.grid().count());
+    train::Attention r = trainer.attend("train", ids, false);
+    enc_frac = static_cast<double>(r.n_encoded) / static_cast<double>(B * trainer.config().N);
   }
   reset_peak_memory(dev);
   reset_peak_rss();
@@ -262,6 +264,7 @@ void run_image(benchmark::State& state, ImageRun run) {
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
     trainer.train_step(ids);
+    backend_for(dev).synchronize();  // a GPU step ends when its kernels have (SPEC section 4)
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.SetIterationTime(s);
     seconds += s;
@@ -269,9 +272,9 @@ void run_image(benchmark::State& state, ImageRun run) {
   }
   MemoryStats ms = memory_stats(dev);
   ModelInput mi;
-  count_params(trainer.net(), &mi.params);
+  count_params(net, &mi.params);
   mi.B = B;
-  mi.N = trainer.grid().count();
+  mi.N = trainer.config().N;
   mi.M = cfg.M;
   mi.I = cfg.I;
   mi.B_seq = cfg.B_seq;
@@ -398,7 +401,7 @@ void run_features(benchmark::State& state, FeatureRun run) {
     std::vector<Tensor> selected;
     for (int64_t b = 0; b < run.B; ++b) {
       SyntheticFeatures src(1, run.N, run.F, 100 + static_cast<uint64_t>(b), dev);
-      SelectionResult r = ips_select(net, src, Tensor(), ipo, sel);
+      SelectionResult r = ips_select(net, src, ipo, sel);
       std::vector<int64_t> img(static_cast<size_t>(r.idx.numel()), 0);
       selected.push_back(src.get(img, r.idx.to_vector<int64_t>()));
     }
@@ -425,6 +428,7 @@ void run_features(benchmark::State& state, FeatureRun run) {
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
     step();
+    backend_for(dev).synchronize();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.SetIterationTime(s);
     seconds += s;
@@ -621,7 +625,7 @@ void probe_encoder(int64_t n, int64_t patch) {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--config FILE.yaml] [--set key=value]... [--side S] [--mode lazy|eager|eager_seq]\n"
-               "          [--shortcuts on|off] [--fold-bn on|off] [--steps K]\n"
+               "          [--device cpu|cuda[:N]] [--shortcuts on|off] [--fold-bn on|off] [--steps K]\n"
                "          [--features N [--F 2048] [--M 5000] [--I 5000] [--B 1] [--D 512]]\n"
                "          [google benchmark flags, e.g. --benchmark_out=r.json --benchmark_out_format=json]\n"
                "Without --config/--set/--features: the sweeps (filter them with --benchmark_filter).\n",
@@ -660,6 +664,7 @@ int main(int argc, char** argv) {
       if (a == "--help" || a == "-h") return usage(argv[0]);
       if (is("--config")) config_path = value("--config"), single = true;
       else if (is("--set")) sets.push_back(value("--set")), single = true;
+      else if (is("--device")) sets.push_back("device=" + value("--device")), single = true;
       else if (is("--side")) side = std::stoll(value("--side")), single = true;
       else if (is("--mode")) mode = value("--mode"), single = true;
       else if (is("--shortcuts")) shortcuts = on_off(value("--shortcuts")), single = true;

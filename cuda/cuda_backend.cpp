@@ -377,9 +377,7 @@ void CudaBackend::cut_patches(const Tensor& image, const Tensor& index, const Te
                shape_str(image.shape()), ", index ", shape_str(index.shape()), ", out ", shape_str(out.shape()),
                ": expected (B, C, H, W), (B, K), (B, K, C, ph, pw)");
   const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3), k = index.size(1);
-  IPSNET_CHECK(ph > 0 && pw > 0 && sh > 0 && sw > 0 && ph <= h && pw <= w, "cut_patches: patch (", ph, ", ", pw,
-               ") stride (", sh, ", ", sw, ") does not fit image (", h, ", ", w, ")");
-  const int64_t count = ((h - ph) / sh + 1) * ((w - pw) / sw + 1);
+  const int64_t count = make_patch_grid(h, w, ph, pw, sh, sw).count();
   check_indices_cuda(s.ctx, index.data<int64_t>(), b * k, count, "cut_patches");
   cut_patches_cuda(s.ctx, image.dtype(), image.raw_data(), index.data<int64_t>(), out.raw_data(), b, c, h, w, k, ph,
                    pw, sh, sw);

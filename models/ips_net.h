@@ -11,7 +11,11 @@
 //                     checkpoints still load into the encoder unchanged
 //   transf.*          the cross-attention aggregator (models/aggregator.h)
 //   output_layers.<task>.0.{weight,bias}   per-task Linear(D, n_class)
-// The selection loop itself lives elsewhere; this class is the network.
+//   transf.fb.weight  only with the semantic/diversity losses: the
+//                     dissertation's shared Linear(D_v, D, no bias)
+// The selection loop itself lives in models/ips_selection.h; this class is
+// the network and its whole forward on given patches: encoding, positional
+// encodings, aggregation, heads, and the loss with its extra terms.
 #pragma once
 #include <map>
 #include <memory>
@@ -47,6 +51,13 @@ struct IPSNetOptions {
   IPSNET_ARG(AggregatorOptions, transformer) = AggregatorOptions().n_token(4).D(128).D_k(16).D_v(16).D_inner(512);
   IPSNET_ARG(std::vector<TaskSpec>, tasks);
   IPSNET_ARG(DType, dtype) = DType::Float32;
+  /// Fixed sinusoidal positional encodings of the patch index are added to
+  /// the embeddings for scoring and aggregation (SPEC section 2).
+  IPSNET_ARG(bool, use_pos) = false;
+  /// The dissertation's semantic and diversity losses (SPEC section 3), weighted.
+  IPSNET_ARG(bool, semantic_diversity_loss) = false;
+  IPSNET_ARG(double, w_div) = 3.0;
+  IPSNET_ARG(double, w_sem) = 1.0;
 };
 
 class IPSNet : public Module {
@@ -58,6 +69,52 @@ class IPSNet : public Module {
 
   /// patches: (n, C, h, w) for a ResNet encoder, (n, F) for features -> (n, D)
   Tensor encode(const Tensor& patches);
+  /// emb: (B, L, D), idx: (B, L) int64 patch indices -> emb plus their
+  /// positional encodings (emb itself when use_pos is off).
+  Tensor add_positions(const Tensor& emb, const Tensor& idx);
+  /// Computes the positional encodings of patches 0..n-1 ahead (else they
+  /// are computed, and the table grown, when first needed).
+  void reserve_positions(int64_t n, Device device);
+  /// Selection scores of candidates: emb (B, L, D) without positions, idx (B, L) -> (B, L).
+  Tensor score(const Tensor& emb, const Tensor& idx);
+
+  /// What the network predicts from a batch's selected patches.
+  struct Output {
+    std::map<std::string, Tensor> logits;  // task -> (B, n_class)
+    Tensor heads;                          // (B, H, n_token, D_v) per-head outputs (semantic/diversity loss only)
+  };
+  /// The training pass on selected patches: patches (B*M, C, h, w) or
+  /// (B*M, F), idx (B, M) their indices (for the positions) -> logits per task.
+  Output forward(const Tensor& patches, const Tensor& idx);
+  /// The total loss of an Output: the mean task loss, plus w_div * L_div +
+  /// w_sem * L_sem with the dissertation's losses. parts (optional) gets each
+  /// task's loss by name and "_div" / "_sem".
+  Tensor loss(const Output& out, const std::map<std::string, Tensor>& targets,
+              std::map<std::string, double>* parts = nullptr);
+
+  /// The selection's view of the network: eval mode, no gradients, and with
+  /// fold_bn a ResNet encoder's BatchNorms folded; all restored on exit.
+  class SelectionScope {
+   public:
+    SelectionScope(IPSNet& net, bool fold_bn);
+    ~SelectionScope();
+    SelectionScope(const SelectionScope&) = delete;
+    SelectionScope& operator=(const SelectionScope&) = delete;
+
+   private:
+    IPSNet& net_;
+    bool was_training_, fold_before_;
+    NoGradGuard no_grad_;
+  };
+
+  /// Loads torchvision ResNet weights (names without prefix) into the
+  /// encoder, keeping a fresh conv1 when the channel count differs; names the
+  /// model lacks (fc.*) are skipped.
+  void load_pretrained_encoder(const TensorDict& weights);
+  /// Frozen-backbone strategies: every stage frozen (0), or all but the last n.
+  void freeze_encoder(int n_trainable_stages);
+  /// Training pass of a ResNet encoder: recompute BN+ReLU and stem outputs in backward.
+  void set_recompute(bool on);
   /// emb: (B, L, D) (positional encoding already added) -> (B, n_token, D)
   Tensor aggregate(const Tensor& emb);
   /// emb: (B, L, D) -> {tokens (B, n_token, D), per-head outputs (B, H, n_token, D_v)}
@@ -66,7 +123,9 @@ class IPSNet : public Module {
   std::map<std::string, Tensor> heads(const Tensor& tokens);
   /// Mean over tasks of each task's loss (see task_loss).
   /// logits: task -> (B, n_class); targets: task -> (B) int64 or (B, n_class) float.
-  Tensor loss(const std::map<std::string, Tensor>& logits, const std::map<std::string, Tensor>& targets) const;
+  /// parts (optional) gets each task's loss by name.
+  Tensor loss(const std::map<std::string, Tensor>& logits, const std::map<std::string, Tensor>& targets,
+              std::map<std::string, double>* parts = nullptr) const;
   /// Softmax task: cross_entropy(logits, target) = NLL(log_softmax(logits)).
   /// Sigmoid task: binary_cross_entropy_with_logits(logits, target).
   /// (The reference computes NLL(log(softmax + 1e-6)) and BCE(sigmoid(logits));
@@ -90,10 +149,18 @@ class IPSNet : public Module {
   std::shared_ptr<Transformer> transf_;
   std::shared_ptr<Module> output_layers_;   // task -> Sequential(Linear(D, n_class))
   std::map<std::string, std::shared_ptr<Linear>> head_;  // task -> its Linear
+  std::shared_ptr<Linear> fb_;              // transf.fb, semantic/diversity loss only
 
  private:
+  /// The dissertation's diversity (mean pairwise cosine of the heads' outputs)
+  /// and semantic (each head alone through fb, MLP and heads) losses.
+  Tensor diversity_loss(const Tensor& heads) const;
+  Tensor semantic_loss(const Tensor& heads, const std::map<std::string, Tensor>& targets);
+
   IPSNetOptions options_;
   int64_t encoder_out_ = 0;
+  ResNet* resnet_ = nullptr;  // the encoder when it is a ResNet
+  Tensor pos_;                // (n, D) positional encodings computed so far (grown on demand)
 };
 
 }  // namespace ipsnet

@@ -6,18 +6,6 @@
 
 namespace ipsnet {
 
-PatchGrid PatchGrid::make(int64_t height, int64_t width, int64_t size, int64_t stride) {
-  IPSNET_CHECK(size >= 1 && stride >= 1, "patch_size ", size, " and patch_stride ", stride, " must be >= 1");
-  IPSNET_CHECK(size <= height && size <= width, "patch_size ", size, " does not fit the ", height, "x", width,
-               " image");
-  PatchGrid g;
-  g.height = height;
-  g.width = width;
-  g.size = size;
-  g.stride = stride;
-  return g;
-}
-
 namespace {
 
 // The zero-patch shortcut: the embedding of an all-zero patch, computed the
@@ -114,51 +102,66 @@ Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vect
   return out.reshape({B, k, D});
 }
 
-Tensor positions(const Tensor& pos, const std::vector<std::vector<int64_t>>& idx) {
-  const int64_t B = static_cast<int64_t>(idx.size()), k = static_cast<int64_t>(idx[0].size());
+// Rows of per-image index lists as a (B, k) int64 tensor.
+Tensor index_tensor(const std::vector<std::vector<int64_t>>& idx) {
+  const int64_t B = static_cast<int64_t>(idx.size()), k = B ? static_cast<int64_t>(idx[0].size()) : 0;
   std::vector<int64_t> flat;
   flat.reserve(static_cast<size_t>(B * k));
   for (const auto& row : idx) flat.insert(flat.end(), row.begin(), row.end());
-  Tensor fi = Tensor::from_vector(flat, {B * k}, pos.device());
-  return ops::index_select(pos, 0, fi).reshape({B, k, pos.size(1)});
+  return Tensor::from_vector(flat, {B, k});
+}
+
+// The order in which each image's patches are visited: the grid order, or a
+// permutation shared by the batch or drawn per image (random tie-breaking
+// among equal scores, SPEC section 1 step 2).
+std::vector<std::vector<int64_t>> visiting_order(int64_t B, int64_t N, const IPSOptions& opt, Generator& gen) {
+  std::vector<std::vector<int64_t>> order(static_cast<size_t>(B));
+  std::vector<int64_t> shared;
+  if (opt.shuffle && !opt.instance_shuffle) shared = gen.permutation(N);
+  for (auto& row : order) {
+    if (!opt.shuffle) {
+      row.resize(static_cast<size_t>(N));
+      for (int64_t p = 0; p < N; ++p) row[static_cast<size_t>(p)] = p;
+    } else {
+      row = opt.instance_shuffle ? gen.permutation(N) : shared;
+    }
+  }
+  return order;
+}
+
+// STKIM: the selection scores with each of the top-K candidates zeroed with
+// probability mask_p (scores (B, L); the scores themselves are kept).
+Tensor mask_top_candidates(const Tensor& scores, const IPSOptions& opt, Generator& gen) {
+  const int64_t B = scores.size(0), L = scores.size(1), K = std::min(opt.mask_K, L);
+  Tensor top = ops::topk(scores, K, 1).second.to(Device::cpu());
+  Tensor mask = Tensor::zeros({B, L}, scores.dtype(), Device::cpu());
+  const int64_t* tp = top.data<int64_t>();
+  float* mp = mask.data<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < K; ++j)
+      if (gen.bernoulli(opt.mask_p)) mp[b * L + tp[b * K + j]] = 1.0f;
+  return ops::masked_fill(scores, mask.to(scores.device()), 0.0);
 }
 
 }  // namespace
 
-SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, const IPSOptions& opt,
-                           Generator& gen) {
+Tensor PatchSource::get_rows(const Tensor& idx) {
+  Tensor cpu = idx.to(Device::cpu()).contiguous();
+  const int64_t B = cpu.size(0), k = cpu.size(1);
+  std::vector<int64_t> img(static_cast<size_t>(B * k)), pat(cpu.data<int64_t>(), cpu.data<int64_t>() + B * k);
+  for (int64_t i = 0; i < B * k; ++i) img[static_cast<size_t>(i)] = i / k;
+  return get(img, pat);
+}
+
+SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt, Generator& gen) {
   const int64_t B = src.batch(), N = src.num_patches(), M = opt.M, I = opt.I;
   IPSNET_CHECK(M >= 1 && I >= 1, "ips: M and I must be >= 1, got M = ", M, ", I = ", I);
-  IPSNET_CHECK(!pos.defined() || (pos.dim() == 2 && pos.size(0) >= N && pos.size(1) == net.D()),
-               "ips: positional encoding ", shape_str(pos.shape()), " does not cover N = ", N, " patches of D = ",
-               net.D());
-  NoGradGuard ng;
+  IPSNet::SelectionScope scope(net, opt.fold_bn);
   ConvBf16Guard bf16(opt.bf16);
-  const bool was_training = net.is_training();
-  net.eval();
-  // BatchNorm folding for the duration of the selection (restored on return or throw).
-  struct FoldScope {
-    ResNet* resnet = nullptr;
-    bool before = false;
-    ~FoldScope() {
-      if (resnet) resnet->set_fold_bn(before);
-    }
-  } fold_scope;
-  if (opt.fold_bn) {
-    if (auto* resnet = dynamic_cast<ResNet*>(net.encoder_.get())) {
-      fold_scope.resnet = resnet;
-      fold_scope.before = resnet->fold_bn();
-      resnet->set_fold_bn(true);
-    }
-  }
   SelectionResult res;
   ZeroEmbedding zero_emb;
   zero_emb.enabled = opt.dedup_zero;
   zero_emb.identical = opt.dedup_identical;
-  auto score = [&](const Tensor& emb, const std::vector<std::vector<int64_t>>& idx) {
-    Tensor x = pos.defined() ? ops::add(emb, positions(pos, idx)) : emb;
-    return net.get_scores(x);  // (B, L)
-  };
 
   if (M >= N || opt.score_all) {
     std::vector<std::vector<int64_t>> all(static_cast<size_t>(B), std::vector<int64_t>(static_cast<size_t>(N)));
@@ -166,28 +169,18 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
       for (int64_t p = 0; p < N; ++p) row[static_cast<size_t>(p)] = p;
     if (opt.score_all) {
       Tensor emb = encode_patches(net, src, all, zero_emb, &res.n_encoded);
-      res.all_scores = score(emb, all).to(Device::cpu());
+      res.all_scores = net.score(emb, index_tensor(all)).to(Device::cpu());
     }
     if (M >= N) {
+      // No selection: all N patches are used.
       res.idx = Tensor::arange(N).reshape({1, N}).expand({B, N}).contiguous();
       if (opt.score_all) res.scores = res.all_scores;
-      net.train(was_training);
+      if (opt.return_patches) res.patches = src.get_rows(res.idx);
       return res;
     }
   }
 
-  // Visiting order: a shared or per-image permutation (random tie-breaking).
-  std::vector<std::vector<int64_t>> order(static_cast<size_t>(B));
-  std::vector<int64_t> shared;
-  if (opt.shuffle && !opt.instance_shuffle) shared = gen.permutation(N);
-  for (int64_t b = 0; b < B; ++b) {
-    if (!opt.shuffle) {
-      order[static_cast<size_t>(b)].resize(static_cast<size_t>(N));
-      for (int64_t p = 0; p < N; ++p) order[static_cast<size_t>(b)][static_cast<size_t>(p)] = p;
-    } else {
-      order[static_cast<size_t>(b)] = opt.instance_shuffle ? gen.permutation(N) : shared;
-    }
-  }
+  std::vector<std::vector<int64_t>> order = visiting_order(B, N, opt, gen);
   auto take = [&](int64_t s, int64_t e) {
     std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b)
@@ -201,49 +194,29 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, con
   Tensor mem_scores;
   const int64_t n_iter = (N - M + I - 1) / I;
   for (int64_t it = 0; it < n_iter; ++it) {
-    int64_t s = M + it * I, e = std::min(s + I, N);
-    std::vector<std::vector<int64_t>> iter_idx = take(s, e);
-    Tensor iter_emb = encode_patches(net, src, iter_idx, zero_emb, &res.n_encoded);
-    Tensor all_emb = ops::cat({mem_emb, iter_emb}, 1);  // (B, L, D)
-    std::vector<std::vector<int64_t>> all_idx(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      all_idx[static_cast<size_t>(b)] = mem_idx[static_cast<size_t>(b)];
-      all_idx[static_cast<size_t>(b)].insert(all_idx[static_cast<size_t>(b)].end(),
-                                             iter_idx[static_cast<size_t>(b)].begin(),
-                                             iter_idx[static_cast<size_t>(b)].end());
-    }
-    Tensor scores = score(all_emb, all_idx);  // (B, L)
-    const int64_t L = scores.size(1);
-    Tensor sel_scores = scores;
-    if (opt.mask_K > 0 && opt.mask_p > 0) {
-      // STKIM: zero the selection score of each top-K candidate with prob p.
-      int64_t K = std::min(opt.mask_K, L);
-      Tensor top = ops::topk(scores, K, 1).second.to(Device::cpu());
-      Tensor mask = Tensor::zeros({B, L}, scores.dtype(), Device::cpu());
-      const int64_t* tp = top.data<int64_t>();
-      float* mp = mask.data<float>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < K; ++j)
-          if (gen.bernoulli(opt.mask_p)) mp[b * L + tp[b * K + j]] = 1.0f;
-      sel_scores = ops::masked_fill(scores, mask.to(scores.device()), 0.0);
-    }
+    const int64_t s = M + it * I, e = std::min(s + I, N);
+    std::vector<std::vector<int64_t>> cand_idx = mem_idx, iter_idx = take(s, e);
+    for (int64_t b = 0; b < B; ++b)
+      cand_idx[static_cast<size_t>(b)].insert(cand_idx[static_cast<size_t>(b)].end(),
+                                              iter_idx[static_cast<size_t>(b)].begin(),
+                                              iter_idx[static_cast<size_t>(b)].end());
+    Tensor cand_emb = ops::cat({mem_emb, encode_patches(net, src, iter_idx, zero_emb, &res.n_encoded)}, 1);  // (B, L, D)
+    Tensor scores = net.score(cand_emb, index_tensor(cand_idx));  // (B, L)
+    Tensor sel_scores = opt.mask_K > 0 && opt.mask_p > 0 ? mask_top_candidates(scores, opt, gen) : scores;
     Tensor top = ops::topk(sel_scores, M, 1).second;  // (B, M)
-    mem_emb = ops::gather(all_emb, 1, top.unsqueeze(-1).expand({B, M, all_emb.size(2)}).contiguous());
+    mem_emb = ops::gather(cand_emb, 1, top.unsqueeze(-1).expand({B, M, cand_emb.size(2)}).contiguous());
     mem_scores = ops::gather(scores, 1, top);
     Tensor top_cpu = top.to(Device::cpu());
     const int64_t* tp = top_cpu.data<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      std::vector<int64_t> next(static_cast<size_t>(M));
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < M; ++j)
-        next[static_cast<size_t>(j)] = all_idx[static_cast<size_t>(b)][static_cast<size_t>(tp[b * M + j])];
-      mem_idx[static_cast<size_t>(b)] = std::move(next);
-    }
+        mem_idx[static_cast<size_t>(b)][static_cast<size_t>(j)] =
+            cand_idx[static_cast<size_t>(b)][static_cast<size_t>(tp[b * M + j])];
   }
-  std::vector<int64_t> flat;
-  for (const auto& row : mem_idx) flat.insert(flat.end(), row.begin(), row.end());
-  res.idx = Tensor::from_vector(flat, {B, M});
+  res.idx = index_tensor(mem_idx);
   res.scores = mem_scores.defined() ? mem_scores.to(Device::cpu()) : Tensor();
-  net.train(was_training);
+  mem_emb = Tensor();
+  if (opt.return_patches) res.patches = src.get_rows(res.idx);
   return res;
 }
 

@@ -19,8 +19,11 @@ class PatchSource {
   /// Images in the batch (B) and patches per image (N).
   virtual int64_t batch() const = 0;
   virtual int64_t num_patches() const = 0;
-  /// The patches (image[i], patch[i]) for i < n -> (n, C, h, w) on the model's device.
+  /// The patches (image[i], patch[i]) for i < n -> (n, C, h, w) (or (n, F)
+  /// for feature bags) on the model's device.
   virtual Tensor get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) = 0;
+  /// The patches idx (B, k) int64 of every image, image-major -> (B*k, ...).
+  Tensor get_rows(const Tensor& idx);
   /// True when the patch is known to hold only zeros (without reading pixels
   /// where the source can); enables the exact empty-patch shortcut.
   virtual bool is_zero(int64_t image, int64_t patch) const { return false; }
@@ -54,31 +57,22 @@ struct IPSOptions {
   bool bf16 = false;
   /// Also score every patch in one pass over all N (for attention maps).
   bool score_all = false;
+  /// Also return the selected patches' pixels (the training pass needs them).
+  bool return_patches = false;
 };
 
 struct SelectionResult {
   Tensor idx;         // (B, M) int64 patch indices (row-major grid), CPU
   Tensor scores;      // (B, M) the last iteration's scores of the selected patches (undefined when M >= N)
   Tensor all_scores;  // (B, N) scores of one pass over all patches (score_all only)
+  Tensor patches;      // (B*M, C, h, w) or (B*M, F) the selected patches (return_patches only)
   int64_t n_encoded = 0;  // patches run through the encoder (the shortcut lowers it)
 };
 
 /// Runs selection without gradients and with the network in eval mode (its
-/// train/eval state is restored afterwards). pos: (N, D) positional encoding
-/// or undefined. gen: draws the shuffle and the masks.
-SelectionResult ips_select(IPSNet& net, PatchSource& src, const Tensor& pos, const IPSOptions& opt,
-                           Generator& gen);
-
-/// The row-major grid of patches over an H x W image.
-struct PatchGrid {
-  int64_t height = 0, width = 0, size = 0, stride = 0;
-  int64_t rows() const { return (height - size) / stride + 1; }
-  int64_t cols() const { return (width - size) / stride + 1; }
-  int64_t count() const { return rows() * cols(); }
-  int64_t row0(int64_t p) const { return (p / cols()) * stride; }
-  int64_t col0(int64_t p) const { return (p % cols()) * stride; }
-  /// Throws naming the sizes when the patch does not fit.
-  static PatchGrid make(int64_t height, int64_t width, int64_t size, int64_t stride);
-};
+/// train/eval state is restored afterwards, also when it throws). The
+/// network adds its own positional encodings. gen: draws the shuffle and
+/// the masks.
+SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt, Generator& gen);
 
 }  // namespace ipsnet

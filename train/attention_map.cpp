@@ -35,8 +35,8 @@ std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t m
   std::vector<float> score(static_cast<size_t>(H * W), -1.0f);
   std::vector<uint8_t> sel(static_cast<size_t>(H * W), 0);
   auto paint = [&](int64_t p, float s, bool selected) {
-    for (int64_t r = g.row0(p); r < g.row0(p) + g.size; ++r)
-      for (int64_t c = g.col0(p); c < g.col0(p) + g.size; ++c) {
+    for (int64_t r = g.row0(p); r < g.row0(p) + g.patch_h; ++r)
+      for (int64_t c = g.col0(p); c < g.col0(p) + g.patch_w; ++c) {
         size_t k = static_cast<size_t>(r * W + c);
         score[k] = std::max(score[k], s);
         if (selected) sel[k] = 1;
@@ -71,9 +71,9 @@ std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t m
     for (int c = 0; c < 3; ++c) rgb[static_cast<size_t>(k * 3 + c)] = out[c];
   }
   // Outline the selected patches (2 px, yellow-green).
-  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(2, g.size / 16));
+  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(2, std::min(g.patch_h, g.patch_w) / 16));
   for (int64_t p : in.selected) {
-    int64_t r0 = g.row0(p), c0 = g.col0(p), r1 = r0 + g.size - 1, c1 = c0 + g.size - 1;
+    int64_t r0 = g.row0(p), c0 = g.col0(p), r1 = r0 + g.patch_h - 1, c1 = c0 + g.patch_w - 1;
     for (int64_t r = r0; r <= r1; ++r)
       for (int64_t c = c0; c <= c1; ++c) {
         bool edge = r - r0 < t || r1 - r < t || c - c0 < t || c1 - c < t;
@@ -108,16 +108,18 @@ std::vector<uint8_t> render_tile_sheet(const AttentionMapInput& in, int64_t* out
   const PatchGrid& g = in.grid;
   const int64_t M = static_cast<int64_t>(in.selected.size());
   IPSNET_CHECK(M > 0, "tile sheet: no selected patches");
-  const int64_t scale = std::max<int64_t>(1, (64 + g.size - 1) / g.size), s = g.size * scale, gap = 4;
+  const int64_t side = std::max(g.patch_h, g.patch_w);
+  const int64_t scale = std::max<int64_t>(1, (64 + side - 1) / side), sh = g.patch_h * scale, sw = g.patch_w * scale;
+  const int64_t gap = 4;
   const int64_t cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(M))));
   const int64_t rows = (M + cols - 1) / cols;
-  const int64_t h = rows * s + (rows + 1) * gap, w = cols * s + (cols + 1) * gap;
+  const int64_t h = rows * sh + (rows + 1) * gap, w = cols * sw + (cols + 1) * gap;
   std::vector<uint8_t> out(static_cast<size_t>(h * w), 40);
   for (int64_t j = 0; j < M; ++j) {
     int64_t p = in.selected[static_cast<size_t>(j)];
-    int64_t y0 = gap + (j / cols) * (s + gap), x0 = gap + (j % cols) * (s + gap);
-    for (int64_t r = 0; r < s; ++r)
-      for (int64_t c = 0; c < s; ++c) {
+    int64_t y0 = gap + (j / cols) * (sh + gap), x0 = gap + (j % cols) * (sw + gap);
+    for (int64_t r = 0; r < sh; ++r)
+      for (int64_t c = 0; c < sw; ++c) {
         float v = in.image[(g.row0(p) + r / scale) * g.width + g.col0(p) + c / scale];
         out[static_cast<size_t>((y0 + r) * w + x0 + c)] = static_cast<uint8_t>(std::lround(v * 255));
       }

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "models/ips_selection.h"
+#include "engine/math/patches.h"
 
 namespace ipsnet {
 namespace train {

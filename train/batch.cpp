@@ -1,57 +1,55 @@
 #include "train/batch.h"
 
-#include <cstring>
+#include <algorithm>
+
+#include "engine/backend/backend.h"
 
 namespace ipsnet {
 namespace train {
 
-namespace {
-int label_of(const data::ImageMeta& m, const std::string& task, bool* ok) {
-  *ok = true;
-  if (task == "majority") return m.majority;
-  if (task == "max") return m.max;
-  if (task == "top") return m.top;
-  *ok = false;
-  return -1;
-}
-}  // namespace
-
-void check_tasks(const data::DatasetReader& reader, const std::vector<TaskConfig>& tasks) {
-  if (reader.size() == 0) return;
-  const data::ImageMeta& m = reader.meta(0);
+void check_tasks(const data::DataSource& source, const std::vector<TaskConfig>& tasks) {
+  const std::vector<data::LabelSpec> labels = source.labels();
+  std::string names;
+  for (const data::LabelSpec& l : labels) names += (names.empty() ? "" : ", ") + l.name;
   for (const TaskConfig& t : tasks) {
-    if (t.name == "multi") {
-      IPSNET_CHECK(t.act_fn == "sigmoid" && t.n_class == 10, "task 'multi': expected act_fn sigmoid and n_class 10, got ",
-                   t.act_fn, " and ", t.n_class);
-      continue;
+    auto it = std::find_if(labels.begin(), labels.end(), [&](const data::LabelSpec& l) { return l.name == t.name; });
+    IPSNET_CHECK(it != labels.end(), "task '", t.name, "': the ", source.kind(), " dataset stores the labels ",
+                 names.empty() ? std::string("(none)") : names);
+    if (it->multi_label) {
+      IPSNET_CHECK(t.act_fn == "sigmoid" && t.n_class == it->n_class, "task '", t.name,
+                   "': a multi-label task needs act_fn sigmoid and n_class ", it->n_class, ", got ", t.act_fn, " and ",
+                   t.n_class);
+    } else {
+      IPSNET_CHECK(t.act_fn == "softmax", "task '", t.name, "': a single-label task needs act_fn softmax, got ",
+                   t.act_fn);
+      IPSNET_CHECK(t.n_class >= it->n_class, "task '", t.name, "': its labels need n_class ", it->n_class, ", got ",
+                   t.n_class);
     }
-    bool ok;
-    int v = label_of(m, t.name, &ok);
-    IPSNET_CHECK(ok, "task '", t.name, "': the dataset has labels majority, max, top and multi");
-    IPSNET_CHECK(v >= 0, "task '", t.name, "': this dataset does not store that label (imported without it?)");
-    IPSNET_CHECK(t.act_fn == "softmax", "task '", t.name, "': a single-label task needs act_fn softmax, got ", t.act_fn);
-    IPSNET_CHECK(t.n_class >= 10, "task '", t.name, "': digit labels need n_class 10, got ", t.n_class);
   }
 }
 
-std::map<std::string, Tensor> batch_targets(const data::DatasetReader& reader, const std::vector<int64_t>& ids,
+std::map<std::string, Tensor> batch_targets(const data::DataSource& source, const std::vector<int64_t>& ids,
                                             const std::vector<TaskConfig>& tasks) {
   std::map<std::string, Tensor> out;
   const int64_t B = static_cast<int64_t>(ids.size());
   for (const TaskConfig& t : tasks) {
-    if (t.name == "multi") {
-      Tensor y = Tensor::zeros({B, 10});
+    if (t.act_fn == "sigmoid") {
+      Tensor y = Tensor::zeros({B, t.n_class});
       float* p = y.data<float>();
-      for (int64_t b = 0; b < B; ++b) {
-        const auto& mh = reader.meta(ids[static_cast<size_t>(b)]).multi;
-        for (int c = 0; c < 10; ++c) p[b * 10 + c] = mh[static_cast<size_t>(c)] ? 1.0f : 0.0f;
-      }
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t c : source.classes(ids[static_cast<size_t>(b)], t.name)) {
+          IPSNET_CHECK(c >= 0 && c < t.n_class, "task '", t.name, "': image ", ids[static_cast<size_t>(b)],
+                       " has class ", c, " outside n_class ", t.n_class);
+          p[b * t.n_class + c] = 1.0f;
+        }
       out[t.name] = y;
     } else {
       std::vector<int64_t> y(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) {
-        bool ok;
-        y[static_cast<size_t>(b)] = label_of(reader.meta(ids[static_cast<size_t>(b)]), t.name, &ok);
+        std::vector<int64_t> c = source.classes(ids[static_cast<size_t>(b)], t.name);
+        IPSNET_CHECK(c.size() == 1, "task '", t.name, "': image ", ids[static_cast<size_t>(b)], " has ", c.size(),
+                     " classes, a softmax task needs one");
+        y[static_cast<size_t>(b)] = c[0];
       }
       out[t.name] = Tensor::from_vector(y, {B});
     }
@@ -59,65 +57,163 @@ std::map<std::string, Tensor> batch_targets(const data::DatasetReader& reader, c
   return out;
 }
 
-void unfold_patches(const float* image, const PatchGrid& g, float* dst) {
-  const int64_t n = g.count(), s = g.size;
-  for (int64_t p = 0; p < n; ++p) {
-    const int64_t r0 = g.row0(p), c0 = g.col0(p);
-    float* d = dst + p * s * s;
-    for (int64_t r = 0; r < s; ++r) std::memcpy(d + r * s, image + (r0 + r) * g.width + c0, static_cast<size_t>(s) * 4);
+namespace {
+std::vector<int64_t> with_batch(const std::vector<int64_t>& shape, int64_t n) {
+  std::vector<int64_t> s = {n};
+  s.insert(s.end(), shape.begin(), shape.end());
+  return s;
+}
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+// Runs [s, e) of equal image ids in a (image, patch) list.
+template <typename F>
+void for_each_run(const std::vector<int64_t>& image, F&& f) {
+  for (size_t s = 0; s < image.size();) {
+    size_t e = s + 1;
+    while (e < image.size() && image[e] == image[s]) ++e;
+    f(static_cast<int64_t>(s), static_cast<int64_t>(e));
+    s = e;
   }
 }
+}  // namespace
 
-LazySource::LazySource(const data::DatasetReader& reader, std::vector<int64_t> ids, PatchGrid grid, Device device)
-    : reader_(reader), ids_(std::move(ids)), grid_(grid), device_(device) {}
+// ---- lazy ------------------------------------------------------------------
+
+LazySource::LazySource(const data::DataSource& source, std::vector<int64_t> ids, Device device)
+    : source_(source), ids_(std::move(ids)), device_(device) {
+  IPSNET_CHECK(!ids_.empty(), "a batch needs at least one image");
+  n_ = source_.num_instances(ids_[0]);
+  for (int64_t id : ids_)
+    IPSNET_CHECK(source_.num_instances(id) == n_, "image ", id, " has ", source_.num_instances(id),
+                 " instances and image ", ids_[0], " has ", n_,
+                 ": images of different sizes need B_seq: 1 (one image per selection)");
+}
 
 Tensor LazySource::get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) {
-  const int64_t n = static_cast<int64_t>(image.size()), s = grid_.size;
-  Tensor out = Tensor::empty({n, 1, s, s});
+  const std::vector<int64_t> shape = source_.instance_shape();
+  const int64_t row = numel_of(shape);
+  Tensor out = Tensor::empty(with_batch(shape, static_cast<int64_t>(image.size())));
   float* p = out.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t pi = patch[static_cast<size_t>(i)];
-    reader_.read_region(ids_[static_cast<size_t>(image[static_cast<size_t>(i)])], grid_.row0(pi), grid_.col0(pi), s, s,
-                        p + i * s * s);
-  }
+  for_each_run(image, [&](int64_t s, int64_t e) {
+    source_.read_instances(ids_[static_cast<size_t>(image[static_cast<size_t>(s)])], patch.data() + s, e - s,
+                           p + s * row);
+  });
   return device_.is_cpu() ? out : out.to(device_);
 }
 
 bool LazySource::is_zero(int64_t image, int64_t patch) const {
-  return reader_.region_is_zero(ids_[static_cast<size_t>(image)], grid_.row0(patch), grid_.col0(patch), grid_.size,
-                                grid_.size);
+  return source_.instance_is_zero(ids_[static_cast<size_t>(image)], patch);
 }
 
-EagerSource::EagerSource(const data::DatasetReader& reader, const std::vector<int64_t>& ids, PatchGrid grid,
-                         Device device) {
-  const int64_t B = static_cast<int64_t>(ids.size()), N = grid.count(), s = grid.size;
-  Tensor host = Tensor::empty({B, N, 1, s, s});
-  std::vector<float> image(static_cast<size_t>(grid.height * grid.width));
-  zero_.assign(static_cast<size_t>(B * N), 0);
-  for (int64_t b = 0; b < B; ++b) {
-    reader.read_image(ids[static_cast<size_t>(b)], image.data());
-    float* dst = host.data<float>() + b * N * s * s;
-    unfold_patches(image.data(), grid, dst);
-    for (int64_t p = 0; p < N; ++p) {
-      const float* q = dst + p * s * s;
-      bool z = true;
-      for (int64_t e = 0; e < s * s && z; ++e) z = q[e] == 0.0f;
-      zero_[static_cast<size_t>(b * N + p)] = z;
+// ---- eager -----------------------------------------------------------------
+
+EagerSource::EagerSource(const data::DataSource& source, const std::vector<int64_t>& ids, Device device)
+    : pixels_(source.has_pixels()) {
+  const int64_t B = static_cast<int64_t>(ids.size());
+  IPSNET_CHECK(B >= 1, "a batch needs at least one image");
+  n_ = source.num_instances(ids[0]);
+  for (int64_t id : ids)
+    IPSNET_CHECK(source.num_instances(id) == n_, "image ", id, " has ", source.num_instances(id),
+                 " instances and image ", ids[0], " has ", n_,
+                 ": eager loading of images of different sizes needs B_seq: 1");
+  if (pixels_) {
+    grid_ = source.grid(ids[0]);
+    const int64_t C = source.channels(), H = grid_.height, W = grid_.width;
+    data_ = Tensor::empty({B, C, H, W});
+    for (int64_t b = 0; b < B; ++b) source.read_image(ids[static_cast<size_t>(b)], data_.data<float>() + b * C * H * W);
+    // Which patches hold only zeros (the exact empty-patch shortcut).
+    zero_.assign(static_cast<size_t>(B * n_), 0);
+    for (int64_t b = 0; b < B; ++b) {
+      const float* img = data_.data<float>() + b * C * H * W;
+      for (int64_t p = 0; p < n_; ++p) {
+        bool z = true;
+        for (int64_t c = 0; c < C && z; ++c)
+          for (int64_t y = 0; y < grid_.patch_h && z; ++y)
+            for (int64_t x = 0; x < grid_.patch_w && z; ++x) z = img[grid_.source_offset(p, c, y, x)] == 0.0f;
+        zero_[static_cast<size_t>(b * n_ + p)] = z;
+      }
     }
+  } else {
+    const std::vector<int64_t> shape = source.instance_shape();
+    data_ = Tensor::empty(with_batch(with_batch(shape, n_), B));
+    std::vector<int64_t> all(static_cast<size_t>(n_));
+    for (int64_t p = 0; p < n_; ++p) all[static_cast<size_t>(p)] = p;
+    for (int64_t b = 0; b < B; ++b)
+      source.read_instances(ids[static_cast<size_t>(b)], all.data(), n_, data_.data<float>() + b * n_ * numel_of(shape));
   }
-  patches_ = device.is_cpu() ? host : host.to(device);
+  if (!device.is_cpu()) data_ = data_.to(device);
 }
 
 Tensor EagerSource::get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) {
-  const int64_t N = patches_.size(1);
-  std::vector<int64_t> flat(image.size());
-  for (size_t i = 0; i < image.size(); ++i) flat[i] = image[i] * N + patch[i];
-  Tensor all = patches_.flatten(0, 1);  // (B*N, 1, h, w)
-  return ops::index_select(all, 0, Tensor::from_vector(flat, {static_cast<int64_t>(flat.size())}, all.device()));
+  const int64_t n = static_cast<int64_t>(image.size());
+  if (!pixels_) {
+    std::vector<int64_t> flat(image.size());
+    for (size_t i = 0; i < image.size(); ++i) flat[i] = image[i] * n_ + patch[i];
+    Tensor all = data_.flatten(0, 1);  // (B*N, F)
+    return ops::index_select(all, 0, Tensor::from_vector(flat, {n}, all.device()));
+  }
+  // Cut on the device: one backend call per run of patches of the same image.
+  const int64_t C = data_.size(1);
+  Tensor out = Tensor::empty({n, C, grid_.patch_h, grid_.patch_w}, data_.dtype(), data_.device());
+  Backend& be = backend_for(data_.device());
+  for_each_run(image, [&](int64_t s, int64_t e) {
+    const int64_t b = image[static_cast<size_t>(s)];
+    std::vector<int64_t> ids(patch.begin() + s, patch.begin() + e);
+    Tensor idx = Tensor::from_vector(ids, {1, e - s}, data_.device());
+    be.cut_patches(data_.slice(0, b, b + 1), idx, out.slice(0, s, e).unsqueeze(0), grid_.patch_h, grid_.patch_w,
+                   grid_.stride_h, grid_.stride_w);
+  });
+  return out;
 }
 
 bool EagerSource::is_zero(int64_t image, int64_t patch) const {
-  return zero_[static_cast<size_t>(image * patches_.size(1) + patch)] != 0;
+  return pixels_ && zero_[static_cast<size_t>(image * n_ + patch)] != 0;
+}
+
+// ---- batch -----------------------------------------------------------------
+
+Batch::Batch(const data::DataSource& source, std::vector<int64_t> ids, Device device, bool eager_mode, int64_t seq)
+    : source_(source), ids_(std::move(ids)), device_(device), eager_mode_(eager_mode),
+      seq_(std::max<int64_t>(1, std::min<int64_t>(seq, static_cast<int64_t>(ids_.size())))) {
+  if (eager_mode_) eager.resize(static_cast<size_t>(parts()));
+}
+
+int64_t Batch::parts() const { return eager_mode_ ? (size() + seq_ - 1) / seq_ : 1; }
+
+std::vector<int64_t> Batch::part_ids(int64_t k) const {
+  if (!eager_mode_) return ids_;
+  const int64_t s = k * seq_, e = std::min(size(), s + seq_);
+  return std::vector<int64_t>(ids_.begin() + s, ids_.begin() + e);
+}
+
+void Batch::prepare() {
+  if (eager_mode_) {
+    // Only the first B_seq images are made resident ahead; the others are
+    // built when a method reaches them and dropped once it is done with them
+    // (eager sequential holds B_seq images).
+    if (!eager[0]) eager[0] = std::make_unique<EagerSource>(source_, part_ids(0), Device::cpu());
+  } else {
+    for (int64_t id : ids_) source_.prefetch(id);
+  }
+}
+
+PatchSource& Batch::part(int64_t k) {
+  IPSNET_CHECK(k >= 0 && k < parts(), "batch part ", k, " of ", parts());
+  if (!eager_mode_) {
+    if (!lazy_) lazy_ = std::make_unique<LazySource>(source_, ids_, device_);
+    return *lazy_;
+  }
+  std::unique_ptr<EagerSource>& slot = eager[static_cast<size_t>(k)];
+  if (!slot) slot = std::make_unique<EagerSource>(source_, part_ids(k), Device::cpu());
+  if (!device_.is_cpu()) slot->to(device_);
+  return *slot;
+}
+
+void Batch::release(int64_t k) {
+  if (eager_mode_) eager[static_cast<size_t>(k)].reset();
 }
 
 }  // namespace train

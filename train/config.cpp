@@ -149,7 +149,7 @@ const std::vector<KeySpec>& specs() {
       DBL_KEY(grad_clip), DBL_KEY(w_div), DBL_KEY(w_sem), BOOL_KEY(mask_eval), BOOL_KEY(wd_exclude_norm_bias),
       INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
       INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn),
-      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(eval_split),
+      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(eval_split), STR_KEY(method),
   };
   return s;
 }

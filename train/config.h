@@ -84,6 +84,7 @@ struct Config {
   bool selection_bf16 = false;   // selection convs in bfloat16 (CPU with AVX512-BF16; not exact)
   bool recompute_activations = true;  // training pass: ResNet BN+ReLU outputs and the stem recomputed in backward
   std::string eval_split = "test";
+  std::string method = "ips";    // ips | first_m | random_m (train/methods.cpp)
 
   /// Which keys a file or --set gave explicitly.
   std::map<std::string, std::string> given;

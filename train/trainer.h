@@ -1,6 +1,8 @@
-// The IPS training loop (SPEC sections 1, 3, 4): selection, the training
-// pass on the selected patches, AdamW with warm-up + cosine, evaluation after
-// every epoch, metrics files, checkpoints with exact resume.
+// The training loop, for any method on any data source (docs/architecture.md):
+// epochs, the learning-rate schedule, AdamW, gradient clipping, metrics,
+// evaluation after every epoch, checkpoints with exact resume, progress,
+// prefetch of the next batch. It opens the data and builds the method the
+// config names; it knows neither's insides.
 #pragma once
 #include <atomic>
 #include <map>
@@ -8,12 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "data/source.h"
 #include "engine/engine.h"
-#include "models/ips_net.h"
-#include "models/ips_selection.h"
 #include "train/batch.h"
 #include "train/config.h"
+#include "train/method.h"
 
 namespace ipsnet {
 namespace train {
@@ -34,10 +35,18 @@ struct EvalResult {
 /// Set by SIGINT: the trainer saves a resumable checkpoint and stops.
 std::atomic<bool>& interrupt_flag();
 
+/// The learning rate of every optimizer step (SPEC section 3): linear warm-up
+/// from 0 over the warm-up steps, then cosine decay to 0.001 lr at the last.
+struct Schedule {
+  double lr = 0;
+  int64_t warmup_steps = 0, total_steps = 0;
+  double at(int64_t step) const;
+};
+
 class Trainer {
  public:
-  /// Builds the model and opens the data. run_dir empty: a new run directory
-  /// under cfg.out_dir. quiet: no progress bars (tests).
+  /// Opens the data, builds the method. A new run directory under cfg.out_dir
+  /// (cfg.run_name, or <dataset>-<timestamp>). quiet: no progress bars (tests).
   explicit Trainer(Config cfg, bool quiet = false);
   /// Continues the run in run_dir from its last checkpoint, exactly.
   static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
@@ -54,32 +63,29 @@ class Trainer {
   bool fit();
   /// One optimizer step on the given training images; returns the total loss.
   double train_step(const std::vector<int64_t>& ids);
-  /// Host-side work for a batch done ahead of time: eager sources (decoded and
-  /// cut images), or for lazy loading the records paged in and checksummed.
-  struct Prepared {
-    std::vector<int64_t> ids;
-    std::vector<std::unique_ptr<EagerSource>> eager;  // one per B_seq sub-batch; later ones built when used
-  };
-  /// Prepares a batch (safe to run on a background thread).
-  std::unique_ptr<Prepared> prepare(const data::DatasetReader& reader, const std::vector<int64_t>& ids) const;
-  double train_step(std::unique_ptr<Prepared> prepared);
+  /// A batch with its host-side work done ahead (safe on a background thread).
+  std::unique_ptr<Batch> prepare(const data::DataSource& source, const std::vector<int64_t>& ids) const;
+  double train_step(std::unique_ptr<Batch> batch);
   /// Evaluates a split. predictions_csv: optional path for per-image rows.
   EvalResult evaluate(const std::string& split, const std::string& predictions_csv = "");
-  /// Selection on the given images of a split (eval mode), for attention maps and tests.
-  SelectionResult select(const std::string& split, const std::vector<int64_t>& ids, bool score_all);
+  /// Where the method looks in the given images of a split (eval mode).
+  Attention attend(const std::string& split, const std::vector<int64_t>& ids, bool all_scores);
   /// The training images of an epoch in visiting order (seeded by epoch).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
   /// Saves a checkpoint with optimizer state, epoch and position.
   void save_checkpoint(const std::string& path) const;
 
   const Config& config() const { return cfg_; }
-  IPSNet& net() { return *net_; }
-  const data::DatasetReader& reader(const std::string& split) const;
-  const PatchGrid& grid() const { return grid_; }
+  Method& method() { return *method_; }
+  const Method& method() const { return *method_; }
+  Module& model() { return method_->model(); }
+  /// The open split "train" or cfg.eval_split (evaluation opens only that one).
+  const data::DataSource& source(const std::string& split) const;
   const std::string& run_dir() const { return run_dir_; }
   int64_t global_step() const { return step_; }
   int64_t epoch() const { return epoch_; }
   Device device() const { return device_; }
+  const Schedule& schedule() const { return schedule_; }
   /// Epoch results so far (train, test) — for tests.
   const std::vector<std::pair<EvalResult, EvalResult>>& history() const { return history_; }
 
@@ -89,32 +95,28 @@ class Trainer {
   }
   /// eval_only: open only the split cfg_.eval_split (no training data needed).
   void setup(bool create_run_dir, bool eval_only = false);
+  void open_data(bool eval_only);
   void load_checkpoint(const std::string& path, bool with_optimizer);
-  IPSOptions ips_options(bool training) const;
-  /// Selected patches (B*M, C, h, w) on the device, their indices (B, M), for a batch.
-  std::pair<Tensor, Tensor> select_batch(const data::DatasetReader& reader, const std::vector<int64_t>& ids,
-                                         bool training, Generator& gen, Prepared* prepared = nullptr);
-  /// Forward of the training pass: logits per task (and the extra losses when enabled).
-  Tensor forward_loss(const Tensor& patches, const Tensor& idx, const std::map<std::string, Tensor>& targets,
-                      std::map<std::string, Tensor>* logits, std::map<std::string, double>* task_losses);
+  /// Probabilities (softmax or sigmoid per task) of a method's logits, CPU.
+  std::map<std::string, Tensor> probabilities(const MethodOutput& out) const;
   void log_line(const std::string& line) const;
   void write_epoch_metrics(int64_t epoch, const EvalResult& train, const EvalResult& test, double lr,
                            double seconds, double peak_mib) const;
+  EvalResult epoch_train_result() const;
   int64_t steps_per_epoch() const;
 
   Config cfg_;
   bool quiet_;
   Device device_;
   std::string run_dir_;
-  std::unique_ptr<data::DatasetReader> train_reader_, test_reader_;
-  PatchGrid grid_;
-  Tensor pos_;  // (N, D) or undefined
-  std::shared_ptr<IPSNet> net_;
+  std::unique_ptr<data::DataSource> train_source_, eval_source_;
+  std::unique_ptr<Method> method_;
   std::unique_ptr<AdamW> optim_;
+  Schedule schedule_;
   Generator dropout_gen_;
-  int64_t n_train_ = 0, n_test_ = 0;
-  int64_t step_ = 0;         // optimizer steps done
-  int64_t epoch_ = 0;        // completed epochs
+  int64_t n_train_ = 0, n_eval_ = 0;
+  int64_t step_ = 0;            // optimizer steps done
+  int64_t epoch_ = 0;           // completed epochs
   int64_t batch_in_epoch_ = 0;  // batches done in the current epoch (resume point)
   double best_metric_ = -1;
   double last_select_ms_ = 0, last_train_ms_ = 0;  // split of the last step's time
@@ -123,7 +125,6 @@ class Trainer {
   std::map<std::string, std::vector<Tensor>> epoch_probs_, epoch_targets_;
   std::map<std::string, double> epoch_loss_sum_;
   int64_t epoch_images_ = 0;
-  EvalResult epoch_train_result() const;
   std::vector<std::pair<EvalResult, EvalResult>> history_;
 };
 

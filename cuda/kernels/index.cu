@@ -171,14 +171,14 @@ __global__ void topk_output_kernel(const T* __restrict__ v, const int* __restric
 // out (B, K, C, ph, pw) = patches index (B, K) of image (B, C, H, W)
 template <typename T>
 __global__ void cut_patches_kernel(const T* __restrict__ image, const int64_t* __restrict__ index,
-                                   T* __restrict__ out, int64_t b, int64_t c, int64_t h, int64_t w, int64_t k,
-                                   int64_t ph, int64_t pw, int64_t sh, int64_t sw, int64_t grid_w) {
+                                   T* __restrict__ out, int64_t b, int64_t c, int64_t k, PatchGrid g) {
+  const int64_t ph = g.patch_h, pw = g.patch_w;
   const int64_t per_patch = c * ph * pw;
   const int64_t total = b * k * per_patch;
   IPSNET_GRID_STRIDE(t, total) {
     const int64_t x = t % pw, y = (t / pw) % ph, ch = (t / (pw * ph)) % c;
     const int64_t bk = t / per_patch, bi = bk / k;
-    out[t] = image[bi * c * h * w + math::patch_source_offset(index[bk], ch, y, x, h, w, sh, sw, grid_w)];
+    out[t] = image[bi * c * g.height * g.width + g.source_offset(index[bk], ch, y, x)];
   }
 }
 
@@ -299,11 +299,17 @@ void cut_patches_cuda(CudaContext& ctx, DType t, const void* image, const int64_
                       int64_t c, int64_t h, int64_t w, int64_t k, int64_t ph, int64_t pw, int64_t sh, int64_t sw) {
   const int64_t total = b * k * c * ph * pw;
   if (total == 0) return;
-  const int64_t grid_w = (w - pw) / sw + 1;
+  PatchGrid g;
+  g.height = h;
+  g.width = w;
+  g.patch_h = ph;
+  g.patch_w = pw;
+  g.stride_h = sh;
+  g.stride_w = sw;
   dispatch_float_int64(t, "cut_patches", [&](auto z) {
     using T = decltype(z);
     cut_patches_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(image), index, static_cast<T*>(out), b, c, h, w, k, ph, pw, sh, sw, grid_w);
+        static_cast<const T*>(image), index, static_cast<T*>(out), b, c, k, g);
     IPSNET_LAUNCH_CHECK("cut_patches_kernel");
   });
 }

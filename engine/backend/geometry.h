@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/common/error.h"
+#include "engine/math/patches.h"
 
 namespace ipsnet {
 
@@ -57,6 +58,27 @@ inline int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad,
   int64_t span = in + 2 * pad - dil * (k - 1) - 1;
   if (span < 0) return 0;
   return span / stride + 1;
+}
+
+/// The patch grid of an H x W image in patches of (ph, pw) with stride
+/// (sh, sw); throws naming the sizes when a patch does not fit.
+inline PatchGrid make_patch_grid(int64_t height, int64_t width, int64_t ph, int64_t pw, int64_t sh, int64_t sw) {
+  IPSNET_CHECK(ph >= 1 && pw >= 1 && sh >= 1 && sw >= 1, "patch (", ph, ", ", pw, ") and stride (", sh, ", ", sw,
+               ") must be >= 1");
+  IPSNET_CHECK(ph <= height && pw <= width, "patch (", ph, ", ", pw, ") does not fit the ", height, "x", width,
+               " image");
+  PatchGrid g;
+  g.height = height;
+  g.width = width;
+  g.patch_h = ph;
+  g.patch_w = pw;
+  g.stride_h = sh;
+  g.stride_w = sw;
+  return g;
+}
+/// Square patches of `size` with stride `stride`.
+inline PatchGrid make_patch_grid(int64_t height, int64_t width, int64_t size, int64_t stride) {
+  return make_patch_grid(height, width, size, size, stride, stride);
 }
 
 }  // namespace ipsnet

@@ -12,10 +12,14 @@
 #include "tests/data/data_test_util.h"
 #include "train/batch.h"
 #include "train/config.h"
+#include "train/methods/ips.h"
 #include "train/trainer.h"
 
 namespace ipsnet {
 namespace {
+
+// The IPS network of a trainer running the ips method.
+IPSNet& ips_net(train::Trainer& t) { return dynamic_cast<train::IPSMethod&>(t.method()).net(); }
 
 using testing_data::TempDir;
 
@@ -146,10 +150,9 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
   // Two optimizer steps: trained weights and non-trivial running statistics.
   t.train_step({0, 1, 2, 3, 4, 5, 6, 7});
   t.train_step({8, 9, 10, 11, 12, 13, 14, 15});
-  const data::DatasetReader& rd = t.reader("train");
+  const data::DataSource& rd = t.source("train");
   const std::vector<int64_t> ids = {0, 3, 5, 9, 12};
-  Tensor pos = sinusoidal_positional_encoding(t.grid().count(), c.D, DType::Float32, Device::cpu());
-  const int64_t N = t.grid().count();
+  const int64_t N = t.config().N;
 
   IPSOptions plain;
   plain.M = 4;
@@ -158,8 +161,8 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
   plain.dedup_identical = false;
   plain.fold_bn = false;
   Generator g0(11);
-  train::LazySource ref_src(rd, ids, t.grid(), Device::cpu());
-  SelectionResult ref = ips_select(t.net(), ref_src, pos, plain, g0);
+  train::LazySource ref_src(rd, ids, Device::cpu());
+  SelectionResult ref = ips_select(ips_net(t), ref_src, plain, g0);
   EXPECT_EQ(ref.n_encoded, static_cast<int64_t>(ids.size()) * N);
 
   for (bool eager : {false, true})
@@ -172,10 +175,10 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
         Generator g(11);
         std::unique_ptr<PatchSource> src;
         if (eager)
-          src = std::make_unique<train::EagerSource>(rd, ids, t.grid(), Device::cpu());
+          src = std::make_unique<train::EagerSource>(rd, ids, Device::cpu());
         else
-          src = std::make_unique<train::LazySource>(rd, ids, t.grid(), Device::cpu());
-        SelectionResult r = ips_select(t.net(), *src, pos, o, g);
+          src = std::make_unique<train::LazySource>(rd, ids, Device::cpu());
+        SelectionResult r = ips_select(ips_net(t), *src, o, g);
         const std::string what = std::string(eager ? "eager" : "lazy") + " dedup " + (dedup ? "on" : "off") +
                                  " fold " + (fold ? "on" : "off");
         EXPECT_EQ(sorted_rows(r.idx), sorted_rows(ref.idx)) << what;
@@ -190,7 +193,7 @@ TEST(Shortcuts, SameSelectedPatchesInEveryLoadingMode) {
         }
       }
   // The encoder's own setting is restored after a folded selection.
-  auto* resnet = dynamic_cast<ResNet*>(t.net().encoder_.get());
+  auto* resnet = dynamic_cast<ResNet*>(ips_net(t).encoder_.get());
   ASSERT_NE(resnet, nullptr);
   EXPECT_FALSE(resnet->fold_bn());
 }

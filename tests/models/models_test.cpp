@@ -284,14 +284,14 @@ TEST(IPSSelection, IdenticalPatchesAreEncodedOnceWithTheSameSelection) {
   plain.dedup_zero = false;
   plain.dedup_identical = false;
   Generator g0(5);
-  SelectionResult ref = ips_select(net, src, Tensor(), plain, g0);
+  SelectionResult ref = ips_select(net, src, plain, g0);
   EXPECT_EQ(ref.n_encoded, 3 * 40);
   for (bool zero : {false, true}) {
     IPSOptions o = plain;
     o.dedup_zero = zero;
     o.dedup_identical = true;
     Generator g(5);
-    SelectionResult r = ips_select(net, src, Tensor(), o, g);
+    SelectionResult r = ips_select(net, src, o, g);
     EXPECT_EQ(r.idx.to_vector<int64_t>(), ref.idx.to_vector<int64_t>()) << "zero " << zero;
     EXPECT_LT(testing::max_abs_diff(r.scores, ref.scores), 1e-5) << "zero " << zero;
     // Each chunk (the first 4, then 6 per image, over 3 images) holds at most
@@ -310,9 +310,9 @@ TEST(IPSSelection, Bf16SelectionRunsAndMostlyAgrees) {
   o.M = 4;
   o.I = 6;
   Generator g1(5), g2(5);
-  SelectionResult f32 = ips_select(net, src, Tensor(), o, g1);
+  SelectionResult f32 = ips_select(net, src, o, g1);
   o.bf16 = true;
-  SelectionResult b16 = ips_select(net, src, Tensor(), o, g2);
+  SelectionResult b16 = ips_select(net, src, o, g2);
   EXPECT_FALSE(conv_bf16_enabled()) << "the guard is released after the selection";
   ASSERT_EQ(b16.idx.shape(), f32.idx.shape());
   EXPECT_LT(testing::max_abs_diff(b16.scores, f32.scores), 0.05);

@@ -11,10 +11,14 @@
 #include "train/batch.h"
 #include "train/config.h"
 #include "train/metrics.h"
+#include "train/methods/ips.h"
 #include "train/trainer.h"
 
 namespace ipsnet {
 namespace {
+
+// The IPS network of a trainer running the ips method.
+IPSNet& ips_net(train::Trainer& t) { return dynamic_cast<train::IPSMethod&>(t.method()).net(); }
 
 using testing_data::TempDir;
 
@@ -162,7 +166,7 @@ TEST(Train, OneIterationOverAllPatchesEqualsTopMOfAFullPass) {
   c.I = N - c.M;
   train::Trainer t(c, true);
   for (int64_t id : {0, 3}) {
-    SelectionResult r = t.select("test", {id}, true);
+    train::Attention r = t.attend("test", {id}, true);
     ASSERT_EQ(r.all_scores.numel(), N);
     Tensor top = ops::topk(r.all_scores, c.M, 1).second;
     std::vector<int64_t> a = r.idx.to_vector<int64_t>(), b = top.to_vector<int64_t>();
@@ -176,7 +180,7 @@ TEST(Train, LoadingModesSelectTheSamePatches) {
   TempDir out;
   train::Config c = tiny_config(out.path);
   train::Trainer t(c, true);
-  const data::DatasetReader& rd = t.reader("train");
+  const data::DataSource& rd = t.source("train");
   std::vector<int64_t> ids = {0, 1, 2, 3};
   IPSOptions opt;
   opt.M = 4;
@@ -185,18 +189,18 @@ TEST(Train, LoadingModesSelectTheSamePatches) {
     opt.dedup_zero = dedup;
     opt.dedup_identical = dedup;
     Generator g1(9), g2(9);
-    train::LazySource lazy(rd, ids, t.grid(), Device::cpu());
-    train::EagerSource eager(rd, ids, t.grid(), Device::cpu());
-    SelectionResult a = ips_select(t.net(), lazy, Tensor(), opt, g1);
-    SelectionResult b = ips_select(t.net(), eager, Tensor(), opt, g2);
+    train::LazySource lazy(rd, ids, Device::cpu());
+    train::EagerSource eager(rd, ids, Device::cpu());
+    SelectionResult a = ips_select(ips_net(t), lazy, opt, g1);
+    SelectionResult b = ips_select(ips_net(t), eager, opt, g2);
     EXPECT_EQ(a.idx.to_vector<int64_t>(), b.idx.to_vector<int64_t>()) << "dedup " << dedup;
     // Eager sequential: one image at a time, the batch's shared permutation.
     std::vector<int64_t> seq;
     Generator start(9);
     for (int64_t id : ids) {
       Generator g = start;
-      train::EagerSource one(rd, {id}, t.grid(), Device::cpu());
-      std::vector<int64_t> r = ips_select(t.net(), one, Tensor(), opt, g).idx.to_vector<int64_t>();
+      train::EagerSource one(rd, {id}, Device::cpu());
+      std::vector<int64_t> r = ips_select(ips_net(t), one, opt, g).idx.to_vector<int64_t>();
       seq.insert(seq.end(), r.begin(), r.end());
     }
     EXPECT_EQ(seq, a.idx.to_vector<int64_t>()) << "dedup " << dedup;
@@ -212,7 +216,7 @@ TEST(Train, LoadingModesSelectTheSamePatches) {
 TEST(Train, StkimMasksTheTopCandidates) {
   TempDir out;
   train::Trainer t(tiny_config(out.path), true);
-  const data::DatasetReader& rd = t.reader("train");
+  const data::DataSource& rd = t.source("train");
   IPSOptions opt;
   opt.M = 4;
   opt.I = 8;
@@ -223,18 +227,18 @@ TEST(Train, StkimMasksTheTopCandidates) {
   opt.mask_K = 1000;
   opt.mask_p = 1.0;
   Generator g1(1), g2(1), g3(1);
-  train::LazySource s(rd, {0, 1}, t.grid(), Device::cpu());
-  SelectionResult masked = ips_select(t.net(), s, Tensor(), opt, g1);
+  train::LazySource s(rd, {0, 1}, Device::cpu());
+  SelectionResult masked = ips_select(ips_net(t), s, opt, g1);
   std::vector<int64_t> perm = g2.permutation(36);
   std::vector<int64_t> expect;
   for (int b = 0; b < 2; ++b) expect.insert(expect.end(), perm.begin(), perm.begin() + 4);
   EXPECT_EQ(masked.idx.to_vector<int64_t>(), expect);
   // p = 0 masks nothing: the plain selection.
   opt.mask_p = 0.0;
-  SelectionResult unmasked = ips_select(t.net(), s, Tensor(), opt, g3);
+  SelectionResult unmasked = ips_select(ips_net(t), s, opt, g3);
   opt.mask_K = 0;
   Generator g4(1);
-  SelectionResult plain = ips_select(t.net(), s, Tensor(), opt, g4);
+  SelectionResult plain = ips_select(ips_net(t), s, opt, g4);
   EXPECT_EQ(unmasked.idx.to_vector<int64_t>(), plain.idx.to_vector<int64_t>());
 }
 
@@ -245,11 +249,11 @@ TEST(Train, SemanticDiversityLossTrainsTheSharedProjection) {
   c.w_div = 3.0;
   c.w_sem = 1.0;
   train::Trainer t(c, true);
-  ASSERT_TRUE(t.net().named_parameters().contains("transf.fb.weight"));
+  ASSERT_TRUE(t.model().named_parameters().contains("transf.fb.weight"));
   std::vector<int64_t> order = t.epoch_order(0);
   double loss = t.train_step(std::vector<int64_t>(order.begin(), order.begin() + 8));
   EXPECT_TRUE(std::isfinite(loss));
-  Tensor g = t.net().named_parameters().at("transf.fb.weight").grad();
+  Tensor g = t.model().named_parameters().at("transf.fb.weight").grad();
   ASSERT_TRUE(g.defined());
   EXPECT_GT(ops::sum(ops::abs(g)).item(), 0.0);
   // The total includes w_div * L_div + w_sem * L_sem on top of the task loss.
@@ -265,16 +269,16 @@ TEST(Train, FrozenBackboneKeepsEncoderWeights) {
   train::Config c = tiny_config(out.path);
   c.freeze = "all";
   train::Trainer t(c, true);
-  Tensor w = t.net().named_parameters().at("encoder.conv1.weight");
+  Tensor w = t.model().named_parameters().at("encoder.conv1.weight");
   EXPECT_FALSE(w.requires_grad());
   std::vector<float> before = w.to_vector<float>();
-  Tensor rm = t.net().named_buffers().at("encoder.bn1.running_mean");
+  Tensor rm = t.model().named_buffers().at("encoder.bn1.running_mean");
   std::vector<float> rm_before = rm.to_vector<float>();
   std::vector<int64_t> order = t.epoch_order(0);
   t.train_step(std::vector<int64_t>(order.begin(), order.begin() + 8));
   EXPECT_EQ(w.to_vector<float>(), before);
   EXPECT_EQ(rm.to_vector<float>(), rm_before);  // frozen statistics
-  Tensor fc = t.net().named_parameters().at("transf.crs_attn.fc.weight");
+  Tensor fc = t.model().named_parameters().at("transf.crs_attn.fc.weight");
   EXPECT_TRUE(fc.requires_grad());
 }
 
@@ -293,7 +297,7 @@ TEST(Train, EagerSequentialTrainsLikeEager) {
   EXPECT_NEAR(ta.train_step(ids), tb.train_step(ids), 1e-5);
   // Eager sequential makes only B_seq images resident ahead of the selection;
   // the others are built (and dropped) one sub-batch at a time.
-  auto prepared = tb.prepare(tb.reader("train"), ids);
+  auto prepared = tb.prepare(tb.source("train"), ids);
   ASSERT_EQ(prepared->eager.size(), 4u);
   EXPECT_TRUE(prepared->eager[0] != nullptr);
   EXPECT_EQ(prepared->eager[0]->batch(), 2);

@@ -5,7 +5,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/parallel.h"
-#include "engine/math/patches.h"
+#include "engine/backend/geometry.h"
 
 namespace ipsnet {
 
@@ -17,9 +17,8 @@ void Backend::cut_patches(const Tensor& image, const Tensor& index, const Tensor
                shape_str(image.shape()), ", index ", shape_str(index.shape()), ", out ", shape_str(out.shape()),
                ": expected (B, C, H, W), (B, K), (B, K, C, ph, pw)");
   const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3), k = index.size(1);
-  IPSNET_CHECK(ph > 0 && pw > 0 && sh > 0 && sw > 0 && ph <= h && pw <= w, "cut_patches: patch (", ph, ", ", pw,
-               ") stride (", sh, ", ", sw, ") does not fit image (", h, ", ", w, ")");
-  const int64_t grid_w = (w - pw) / sw + 1, count = ((h - ph) / sh + 1) * grid_w;
+  const PatchGrid g = make_patch_grid(h, w, ph, pw, sh, sw);
+  const int64_t count = g.count();
   const int64_t* ip = index.data<int64_t>();
   for (int64_t t = 0; t < b * k; ++t)
     IPSNET_CHECK(ip[t] >= 0 && ip[t] < count, "cut_patches: patch id ", ip[t], " outside the grid of ", count,
@@ -36,7 +35,7 @@ void Backend::cut_patches(const Tensor& image, const Tensor& index, const Tensor
                           T* o = dst + r * ph * pw;
                           for (int64_t y = 0; y < ph; ++y)
                             for (int64_t x = 0; x < pw; ++x)
-                              o[y * pw + x] = img[math::patch_source_offset(ip[bk], ch, y, x, h, w, sh, sw, grid_w)];
+                              o[y * pw + x] = img[g.source_offset(ip[bk], ch, y, x)];
                         }
                       });
   });

@@ -1,0 +1,39 @@
+// The registered methods. A new method: its own file under train/methods/
+// defining `std::unique_ptr<Method> make_<name>_method(const MethodContext&)`,
+// and one line in IPSNET_METHODS below.
+#include "train/method.h"
+
+#define IPSNET_METHODS(X)                                                                            \
+  X(ips, "Iterative Patch Selection: score all patches without gradients, train on the top M")     \
+  X(first_m, "baseline: the first M patches of the grid, no selection")                            \
+  X(random_m, "baseline: M patches drawn at random per image and step, no selection")
+
+namespace ipsnet {
+namespace train {
+
+#define IPSNET_DECLARE_METHOD(name, what) std::unique_ptr<Method> make_##name##_method(const MethodContext& ctx);
+IPSNET_METHODS(IPSNET_DECLARE_METHOD)
+#undef IPSNET_DECLARE_METHOD
+
+const std::vector<MethodKind>& method_kinds() {
+#define IPSNET_METHOD_ROW(name, what) {#name, what, &make_##name##_method},
+  static const std::vector<MethodKind> kKinds = {IPSNET_METHODS(IPSNET_METHOD_ROW)};
+#undef IPSNET_METHOD_ROW
+  return kKinds;
+}
+
+std::unique_ptr<Method> make_method(const MethodContext& ctx) {
+  std::string known;
+  for (const MethodKind& k : method_kinds()) {
+    if (ctx.cfg.method == k.name) return k.make(ctx);
+    known += str_cat(known.empty() ? "" : ", ", k.name);
+  }
+  IPSNET_FAIL("config key 'method': unknown method '", ctx.cfg.method, "' (known: ", known, ")");
+}
+
+Attention Method::attend(Batch&, bool, Generator&) {
+  IPSNET_FAIL("method '", name(), "' cannot show where it looks");
+}
+
+}  // namespace train
+}  // namespace ipsnet
