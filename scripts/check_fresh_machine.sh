@@ -159,15 +159,25 @@ make_root() {
   exec mmdebstrap --mode=root --variant=apt --format=directory --quiet "$SUITE" "$ROOT" "${SOURCES[@]}"
 }
 
-# The host's DNS setting, and the committed tree where a new user would clone it.
+# The host's DNS setting and its local trust anchors, then the committed tree
+# where a new user would clone it. Local anchors (/usr/local/share/ca-certificates,
+# e.g. the CA of a TLS-inspecting proxy between this machine and the npm
+# registry) are what an administrator installs on every new machine of the site;
+# the ca-certificates package that install_deps.sh installs picks them up. The
+# root gets no other certificate: Debian's own come from that package.
 prepare_root() {
   cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp -rL /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
+    say "local trust anchors copied: $(ls /usr/local/share/ca-certificates | tr '\n' ' ')"
+  fi
   git clone --quiet --no-hardlinks --no-checkout "$REPO" "$ROOT/root/ipsnet"
   git -C "$ROOT/root/ipsnet" checkout --quiet --detach "$COMMIT"
 }
 
 say "root $ROOT, commit $COMMIT"
 stage "mmdebstrap $SUITE (--variant=apt)" make_root
-stage "DNS + clone the committed tree" prepare_root
+stage "DNS, local CAs, clone the commit" prepare_root
 stage "README test command" in_root "bash scripts/test.sh"
 stage "README main job, tiny" in_root "env ${QUICKSTART_ENV[*]@Q} bash scripts/quickstart.sh"
