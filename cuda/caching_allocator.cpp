@@ -42,6 +42,10 @@ void* CachingAllocator::allocate_locked(size_t cls) {
 }
 
 size_t CachingAllocator::release_all_locked() {
+  if (free_.empty()) return 0;
+  // A block freed on the host may still be in use by queued kernels (stream
+  // order made its reuse safe, not its release): wait for the device first.
+  system_->synchronize();
   size_t released = 0;
   for (auto& kv : free_) {
     system_->raw_free(kv.second, kv.first);
@@ -49,6 +53,7 @@ size_t CachingAllocator::release_all_locked() {
   }
   free_.clear();
   cached_bytes_ = 0;
+  if (released > 0) record_release(released);
   return released;
 }
 
@@ -63,20 +68,17 @@ void* CachingAllocator::allocate(size_t nbytes) {
   void* p = system_->raw_alloc(cls);
   if (!p) {
     // Out of memory: give the cache back to the driver and try once more.
-    size_t released = release_all_locked();
-    if (released > 0) {
-      lock.unlock();
-      record_free(0, true, released);
-      lock.lock();
-    }
-    p = system_->raw_alloc(cls);
+    // (A release lowers `reserved` only: it is no tensor free.)
+    if (release_all_locked() > 0) p = system_->raw_alloc(cls);
   }
   if (!p) {
     lock.unlock();
     const double mib = 1024.0 * 1024.0;
-    IPSNET_FAIL(device_.str(), ": out of memory allocating ", nbytes / mib, " MiB (block ", cls / mib,
-                " MiB) after emptying the cache; ", stats().str(),
-                system_->describe().empty() ? "" : "; ", system_->describe());
+    const std::string sys = system_->describe();
+    throw OutOfMemoryError(str_cat(device_.str(), ": out of memory allocating ", nbytes / mib, " MiB (block ",
+                                   cls / mib, " MiB) after emptying the cache; ", stats().str(),
+                                   sys.empty() ? "" : "; ", sys, " [", __func__, " at ", __FILE__, ":", __LINE__,
+                                   "]"));
   }
   live_[p] = cls;
   lock.unlock();
@@ -103,13 +105,8 @@ void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
 }
 
 void CachingAllocator::empty_cache() {
-  size_t released;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    released = release_all_locked();
-  }
-  // One bookkeeping entry per release: allocated is unchanged, reserved drops.
-  if (released > 0) record_free(0, true, released);
+  std::lock_guard<std::mutex> lock(mu_);
+  release_all_locked();  // reserved drops; allocated and the counts are unchanged
 }
 
 size_t CachingAllocator::cached_bytes() const {

@@ -9,7 +9,13 @@
 // the reuse safe).
 //
 // On out-of-memory the cache is emptied and the request retried once; a second
-// failure throws ipsnet::Error with the statistics.
+// failure throws cuda::OutOfMemoryError (an ipsnet::Error) with the statistics.
+// Cached blocks go back to the system only after the device's queued work has
+// finished (SystemMemory::synchronize): a block freed on the host may still be
+// read or written by a kernel in flight.
+//
+// Statistics: num_allocs / num_frees count tensor (and workspace) requests
+// only; giving cached blocks back lowers `reserved` and counts no free.
 //
 // This header includes no CUDA header: the system memory is behind the
 // SystemMemory interface (cudaMalloc/cudaFree in cuda_allocator.cpp), so the
@@ -24,10 +30,19 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/common/error.h"
 #include "engine/memory/allocator.h"
 
 namespace ipsnet {
 namespace cuda {
+
+/// Thrown when the device has no room for a request even after the cache was
+/// emptied. Callers that can do with less (an algorithm with a smaller
+/// workspace) catch this type only: any other error is a real failure.
+class OutOfMemoryError : public Error {
+ public:
+  explicit OutOfMemoryError(const std::string& msg) : Error(msg) {}
+};
 
 /// Where the caching allocator gets its memory from.
 class SystemMemory {
@@ -36,6 +51,9 @@ class SystemMemory {
   /// nbytes > 0; returns nullptr when out of memory (other failures throw).
   virtual void* raw_alloc(size_t nbytes) = 0;
   virtual void raw_free(void* ptr, size_t nbytes) = 0;
+  /// Waits until no queued device work can still touch a cached block; called
+  /// once before cached blocks are given back (empty_cache, the OOM retry).
+  virtual void synchronize() {}
   /// A few words for the out-of-memory message ("free 1.2 GiB of 80 GiB").
   virtual std::string describe() const { return ""; }
 };

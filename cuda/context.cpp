@@ -102,8 +102,13 @@ class DeviceMemory : public SystemMemory {
   }
   void raw_free(void* ptr, size_t) override {
     DeviceGuard g(device_);
-    // Blocks may still be in use by queued kernels; cudaFree waits for the device.
     (void)cudaFree(ptr);
+  }
+  void synchronize() override {
+    // Cached blocks are released only when no queued kernel can touch them;
+    // cudaFree's own implicit synchronisation is not something to rely on.
+    DeviceGuard g(device_);
+    IPSNET_CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::string describe() const override {
     size_t free_b = 0, total_b = 0;
@@ -122,6 +127,7 @@ class DeviceMemory : public SystemMemory {
 
 struct Registry {
   std::mutex mu;
+  std::mutex create_mu;  // one context creation at a time: none is made twice
   std::vector<std::unique_ptr<CudaContext>> contexts;
   std::vector<CachingAllocator*> allocators;  // never freed: tensors may outlive statics
 };
@@ -173,15 +179,27 @@ std::unique_ptr<CudaContext> create_context(int device) {
     ctx->staging[i] = PinnedBuffer(CudaContext::kStagingBytes);
     IPSNET_CUDA_CHECK(cudaEventCreateWithFlags(&ctx->staging_done[i], cudaEventDisableTiming));
   }
-  void* slot = nullptr;
-  IPSNET_CUDA_CHECK(cudaHostAlloc(&slot, sizeof(int64_t), cudaHostAllocMapped));
-  ctx->error_slot = static_cast<int64_t*>(slot);
-  void* dslot = nullptr;
-  IPSNET_CUDA_CHECK(cudaHostGetDevicePointer(&dslot, slot, 0));
-  ctx->error_slot_dev = static_cast<int64_t*>(dslot);
+  // The index-error record: 32 bytes of device memory outside the counted
+  // allocator (it lives as long as the process), and its pinned host copy.
+  void* rec = nullptr;
+  IPSNET_CUDA_CHECK(cudaMalloc(&rec, sizeof(IndexErrorRecord)));
+  ctx->index_error_dev = static_cast<IndexErrorRecord*>(rec);
+  IPSNET_CUDA_CHECK(cudaMemsetAsync(rec, 0, sizeof(IndexErrorRecord), ctx->stream));
+  void* host = nullptr;
+  IPSNET_CUDA_CHECK(cudaHostAlloc(&host, sizeof(IndexErrorRecord), cudaHostAllocDefault));
+  ctx->index_error_host = static_cast<IndexErrorRecord*>(host);
+  std::memset(host, 0, sizeof(IndexErrorRecord));
+  IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
   return ctx;
 }
 }  // namespace
+
+CudaContext* existing_context(int device) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (device < 0 || device >= static_cast<int>(r.contexts.size())) return nullptr;
+  return r.contexts[static_cast<size_t>(device)].get();
+}
 
 CudaContext& context(int device) {
   Registry& r = registry();
@@ -192,15 +210,55 @@ CudaContext& context(int device) {
                  " does not exist (", r.contexts.size(), " CUDA devices found)");
     if (r.contexts[static_cast<size_t>(device)]) return *r.contexts[static_cast<size_t>(device)];
   }
-  // Created outside the lock: device_allocator() takes it too.
+  // Created under create_mu, outside mu (device_allocator() takes mu): a
+  // second thread waits here and then finds the first one's context, so no
+  // handles, workspace or staging buffers are made twice.
+  std::lock_guard<std::mutex> create_lock(r.create_mu);
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    if (r.contexts[static_cast<size_t>(device)]) return *r.contexts[static_cast<size_t>(device)];
+  }
   auto ctx = create_context(device);
   std::lock_guard<std::mutex> lock(r.mu);
   auto& slot = r.contexts[static_cast<size_t>(device)];
-  if (!slot) slot = std::move(ctx);
-  // A context lost in a creation race is leaked on purpose: destroying handles
-  // here could race with the winner's first use.
-  else (void)ctx.release();
+  slot = std::move(ctx);
   return *slot;
+}
+
+const char* index_op_name(int op) {
+  switch (static_cast<IndexOp>(op)) {
+    case IndexOp::Gather: return "gather";
+    case IndexOp::ScatterAdd: return "scatter_add";
+    case IndexOp::IndexSelect: return "index_select";
+    case IndexOp::IndexAdd: return "index_add";
+    case IndexOp::CutPatches: return "cut_patches";
+  }
+  return "indexing";
+}
+
+void check_index_errors(CudaContext& ctx) {
+  if (!ctx.index_error_pending.load()) return;
+  std::lock_guard<std::mutex> lock(ctx.index_error_mu);
+  if (!ctx.index_error_pending.exchange(false)) return;
+  DeviceGuard g(ctx.device);
+  IPSNET_CUDA_CHECK(cudaMemcpyAsync(ctx.index_error_host, ctx.index_error_dev, sizeof(IndexErrorRecord),
+                                    cudaMemcpyDeviceToHost, ctx.stream));
+  IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  const IndexErrorRecord rec = *ctx.index_error_host;
+  if (rec.state == 0) return;
+  IPSNET_CUDA_CHECK(cudaMemsetAsync(ctx.index_error_dev, 0, sizeof(IndexErrorRecord), ctx.stream));
+  std::memset(ctx.index_error_host, 0, sizeof(IndexErrorRecord));
+  IPSNET_FAIL(index_op_name(rec.op), " on cuda:", ctx.device, ": index ", rec.value,
+              " out of range for a dimension of size ", rec.size,
+              debug_sync() || backend_options().cuda_sync
+                  ? ""
+                  : " (found by an earlier asynchronous launch, reported at this synchronisation; "
+                    "IPSNET_CUDA_SYNC=1 reports it at the launch)");
+}
+
+void index_kernel_queued(CudaContext& ctx) {
+  ctx.index_error_pending.store(true);
+  if (debug_sync() || backend_options().cuda_sync) check_index_errors(ctx);
 }
 
 unsigned grid_for(const CudaContext& ctx, int64_t n, int threads) {
@@ -215,6 +273,13 @@ void synchronize(int device) {
   CudaContext& ctx = context(device);
   DeviceGuard g(device);
   IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  check_index_errors(ctx);
+}
+
+void synchronize_used_devices() {
+  const int n = device_count();
+  for (int d = 0; d < n; ++d)
+    if (existing_context(d)) synchronize(d);
 }
 
 }  // namespace cuda

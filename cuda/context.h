@@ -1,6 +1,13 @@
 // Per-device CUDA state: one stream, the cuBLAS and cuDNN handles bound to it,
 // the caching allocator, pinned staging buffers for host transfers, and a
-// device-side error slot for index checks. Created on first use of a device.
+// device-side record of the first out-of-range index. Created on first use of
+// a device (a device nothing runs on gets no context).
+//
+// Index checks are asynchronous: the indexing kernels test each index, skip an
+// out-of-range one (gather writes 0) and record it; the record is read at the
+// next synchronisation point (a device-to-host copy, synchronize()), which
+// throws naming the op, the index and the size. With IPSNET_CUDA_SYNC=1 it is
+// read right after the launch that found it.
 //
 // Every primitive runs on its device's stream; the library handles are bound
 // to the same stream, so all work on a device is ordered and the caching
@@ -11,6 +18,7 @@
 #include <cudnn.h>
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -85,6 +93,18 @@ class ScopedDeviceBuffer {
   size_t size_ = 0;
 };
 
+/// The first out-of-range index an indexing kernel met (device memory).
+/// state: 0 none, 1 being written, 2 complete.
+struct IndexErrorRecord {
+  unsigned long long state;
+  long long value;  // the offending index
+  long long size;   // the size of the indexed dimension
+  int op;           // IndexOp
+  int pad;
+};
+enum class IndexOp : int { Gather = 1, ScatterAdd, IndexSelect, IndexAdd, CutPatches };
+const char* index_op_name(int op);
+
 struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
@@ -99,10 +119,13 @@ struct CudaContext {
   PinnedBuffer staging[2];
   cudaEvent_t staging_done[2] = {nullptr, nullptr};
   std::mutex transfer_mu;
-  // Index checks: kernels write the first bad index here (pinned, mapped).
-  int64_t* error_slot = nullptr;  // host pointer of mapped pinned memory
-  int64_t* error_slot_dev = nullptr;
-  std::mutex error_mu;
+  // Index checks: kernels record the first bad index in index_error_dev
+  // (device memory, zeroed); `index_error_pending` says an indexing kernel ran
+  // since the record was last read into index_error_host (pinned).
+  IndexErrorRecord* index_error_dev = nullptr;
+  IndexErrorRecord* index_error_host = nullptr;
+  std::atomic<bool> index_error_pending{false};
+  std::mutex index_error_mu;
   // cuBLAS workspace (from the caching allocator, so it is counted).
   ScopedDeviceBuffer cublas_workspace;
   bool cublas_tf32 = false;
@@ -110,6 +133,8 @@ struct CudaContext {
 
 /// The context of a device, created on first use (thread-safe).
 CudaContext& context(int device);
+/// The context of a device if it was created, else null (creates nothing).
+CudaContext* existing_context(int device);
 /// The caching allocator of a device (creates the context).
 CachingAllocator& device_allocator(int device);
 
@@ -117,8 +142,19 @@ CachingAllocator& device_allocator(int device);
 /// enough blocks to fill the device a few times over, grid-stride beyond.
 unsigned grid_for(const CudaContext& ctx, int64_t n, int threads);
 
-/// Waits for the device's stream.
+/// Waits for the device's stream, then reports an index error recorded by
+/// an earlier launch (throws). Creates the context if needed.
 void synchronize(int device);
+/// synchronize() for every device that has a context (creates none).
+void synchronize_used_devices();
+
+/// After an indexing kernel was queued: note that the error record must be
+/// read; with the debug switch, read it now (synchronises).
+void index_kernel_queued(CudaContext& ctx);
+/// Reads the error record if an indexing kernel ran since the last read
+/// (one small copy and a wait on the stream) and throws when it holds an
+/// error, naming the op, the index and the size; the record is cleared.
+void check_index_errors(CudaContext& ctx);
 
 }  // namespace cuda
 }  // namespace ipsnet

@@ -66,8 +66,9 @@ struct Scope {
 }  // namespace
 
 void CudaBackend::synchronize() {
-  const int n = device_count();
-  for (int d = 0; d < n; ++d) cuda::synchronize(d);
+  // Only devices that were used: a context on every visible GPU would cost
+  // handles, a workspace and pinned staging on each.
+  synchronize_used_devices();
 }
 
 // ---- memory -------------------------------------------------------------------------
@@ -103,6 +104,7 @@ void CudaBackend::copy_across(const Tensor& src, const Tensor& dst) {
     Scope s(dd.index);
     IPSNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw_data(), dd.index, src.raw_data(), sd.index, nbytes, s.ctx.stream));
     IPSNET_CUDA_CHECK(cudaStreamSynchronize(s.ctx.stream));
+    check_index_errors(s.ctx);
     return;
   }
   const bool to_device = dd.is_cuda();
@@ -118,6 +120,9 @@ void CudaBackend::copy_across(const Tensor& src, const Tensor& dst) {
                                       to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, ctx.stream));
     // Synchronous for the caller: the host buffer may be reused as soon as we return.
     IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    // Data that reached the host is what a caller inspects: an index error
+    // recorded by an earlier launch is reported before it is used.
+    if (!to_device) check_index_errors(ctx);
     return;
   }
   (void)cudaGetLastError();
@@ -154,6 +159,7 @@ void CudaBackend::copy_across(const Tensor& src, const Tensor& dst) {
     }
     IPSNET_CUDA_CHECK(cudaEventSynchronize(ctx.staging_done[pending_b]));
     std::memcpy(host + pending_off, ctx.staging[pending_b].data(), pending_len);
+    check_index_errors(ctx);  // (see above)
   }
 }
 
@@ -244,28 +250,24 @@ void CudaBackend::layer_norm_backward(const Tensor& x, const Tensor& gamma, cons
 void CudaBackend::gather(const Tensor& x, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
                          int64_t k, int64_t inner) {
   Scope s(common_device("gather", {&x, &index, &out}));
-  check_indices_cuda(s.ctx, index.data<int64_t>(), outer * k * inner, n, "gather");
   gather_cuda(s.ctx, x.dtype(), x.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
 }
 
 void CudaBackend::scatter_add(const Tensor& src, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
                               int64_t k, int64_t inner) {
   Scope s(common_device("scatter_add", {&src, &index, &out}));
-  check_indices_cuda(s.ctx, index.data<int64_t>(), outer * k * inner, n, "scatter_add");
   scatter_add_cuda(s.ctx, src.dtype(), src.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
 }
 
 void CudaBackend::index_select(const Tensor& x, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
                                int64_t k, int64_t inner) {
   Scope s(common_device("index_select", {&x, &index, &out}));
-  check_indices_cuda(s.ctx, index.data<int64_t>(), k, n, "index_select");
   index_select_cuda(s.ctx, x.dtype(), x.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
 }
 
 void CudaBackend::index_add(const Tensor& src, const Tensor& index, const Tensor& out, int64_t outer, int64_t n,
                             int64_t k, int64_t inner) {
   Scope s(common_device("index_add", {&src, &index, &out}));
-  check_indices_cuda(s.ctx, index.data<int64_t>(), k, n, "index_add");
   index_add_cuda(s.ctx, src.dtype(), src.raw_data(), index.data<int64_t>(), out.raw_data(), outer, n, k, inner);
 }
 
@@ -377,8 +379,7 @@ void CudaBackend::cut_patches(const Tensor& image, const Tensor& index, const Te
                shape_str(image.shape()), ", index ", shape_str(index.shape()), ", out ", shape_str(out.shape()),
                ": expected (B, C, H, W), (B, K), (B, K, C, ph, pw)");
   const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3), k = index.size(1);
-  const int64_t count = make_patch_grid(h, w, ph, pw, sh, sw).count();
-  check_indices_cuda(s.ctx, index.data<int64_t>(), b * k, count, "cut_patches");
+  (void)make_patch_grid(h, w, ph, pw, sh, sw);  // throws when the patch does not fit
   cut_patches_cuda(s.ctx, image.dtype(), image.raw_data(), index.data<int64_t>(), out.raw_data(), b, c, h, w, k, ph,
                    pw, sh, sw);
 }

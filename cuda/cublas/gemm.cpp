@@ -3,6 +3,9 @@
 // column-major, so the operands are passed swapped with m and n exchanged and
 // the stored matrices read as their transposes without moving data.
 // Accumulate rule: C = alpha op(A) op(B) + beta C (beta == 0 overwrites).
+// Batches whose C matrices overlap (stride_c == 0 with beta = 1 sums the
+// products into one C) run one after another in stream order, as the CPU's
+// loop does: a batched call would write them concurrently.
 #include <limits>
 
 #include "cuda/cuda_backend.h"
@@ -39,14 +42,23 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   if (m == 0 || n == 0 || batch == 0) return;
   DeviceGuard guard(dev);
   CudaContext& ctx = context(dev);
-  if (k == 0) {
-    // cuBLAS may return without touching C when k == 0; C = beta C explicitly.
-    scale_matrix_cuda(ctx, c.data<float>(), batch, m, n, ldc, stride_c, static_cast<float>(beta));
-    return;
-  }
+  IPSNET_CHECK(stride_c >= 0, "gemm: stride_c = ", stride_c, " must not be negative");
   lda = fix_ld(lda, trans_a ? k : m, trans_a ? m : k);
   ldb = fix_ld(ldb, trans_b ? n : k, trans_b ? k : n);
   ldc = fix_ld(ldc, m, n);
+  // One C spans (m - 1) ldc + n elements; a smaller batch stride makes the
+  // batches' outputs overlap.
+  const bool overlapping_c = batch > 1 && stride_c < (m - 1) * ldc + n;
+  if (k == 0) {
+    // cuBLAS may return without touching C when k == 0; C = beta C explicitly.
+    if (!overlapping_c) {
+      scale_matrix_cuda(ctx, c.data<float>(), batch, m, n, ldc, stride_c, static_cast<float>(beta));
+    } else {
+      for (int64_t i = 0; i < batch; ++i)
+        scale_matrix_cuda(ctx, c.data<float>() + i * stride_c, 1, m, n, ldc, 0, static_cast<float>(beta));
+    }
+    return;
+  }
   IPSNET_CHECK(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n, "gemm: leading dimensions lda ",
                lda, ", ldb ", ldb, ", ldc ", ldc, " too small for m ", m, ", n ", n, ", k ", k,
                trans_a ? " (A transposed)" : "", trans_b ? " (B transposed)" : "");
@@ -58,11 +70,19 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   const cublasComputeType_t compute =
       backend_options().allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   // Column-major call: C^T (n x m) = op(B)^T (n x k) * op(A)^T (k x m).
-  IPSNET_CUDA_CHECK(cublasGemmStridedBatchedEx(
-      ctx.cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, cm, cn, ck, &falpha,
-      b.data<float>(), CUDA_R_32F, clda, static_cast<long long>(stride_b), a.data<float>(), CUDA_R_32F, cldb,
-      static_cast<long long>(stride_a), &fbeta, c.data<float>(), CUDA_R_32F, cldc, static_cast<long long>(stride_c),
-      cbatch, compute, CUBLAS_GEMM_DEFAULT));
+  auto call = [&](int64_t first, int count) {
+    IPSNET_CUDA_CHECK(cublasGemmStridedBatchedEx(
+        ctx.cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, cm, cn, ck, &falpha,
+        b.data<float>() + first * stride_b, CUDA_R_32F, clda, static_cast<long long>(stride_b),
+        a.data<float>() + first * stride_a, CUDA_R_32F, cldb, static_cast<long long>(stride_a), &fbeta,
+        c.data<float>() + first * stride_c, CUDA_R_32F, cldc, static_cast<long long>(stride_c), count, compute,
+        CUBLAS_GEMM_DEFAULT));
+  };
+  if (!overlapping_c) {
+    call(0, cbatch);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) call(i, 1);  // in order, each after the last (one stream)
+  }
 }
 
 }  // namespace cuda

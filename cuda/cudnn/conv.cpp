@@ -5,17 +5,24 @@
 //
 // Algorithm choice, once per shape key (ConvAlgoKey): the heuristics
 // (cudnnGet*Algorithm_v7) list the candidates and their workspaces; then
-// cudnnFind*AlgorithmEx times them with a workspace taken from the caching
-// allocator, no larger than the biggest candidate under the cap
-// (BackendOptions::conv_workspace_limit_bytes). If that workspace cannot be
-// had, the heuristic order is kept. Execution walks the cached list and
-// skips a candidate whose workspace allocation fails, down to the
-// zero-workspace algorithms.
+// cudnnFind*AlgorithmEx times them with a workspace no larger than the biggest
+// candidate under the cap (BackendOptions::conv_workspace_limit_bytes). That
+// timing workspace is a one-off cudaMalloc, freed right after the timing: it
+// is not a tensor, so it stays out of the allocated statistics (the peak that
+// IPS reports) and out of the cache, where nothing would reuse it. If it
+// cannot be had, the heuristic order is kept. Execution walks the cached list
+// and skips a candidate whose workspace (from the counted allocator) cannot be
+// had, down to the zero-workspace algorithms; only an out-of-memory error
+// moves on to the next candidate, any other error is thrown.
+// Empty problems follow the CPU backend: no input channels (C == 0) gives
+// y = bias (or 0) and dbias = sum of dy; no output positions give zero
+// gradients.
 // TF32: off by default (CUDNN_FMA_MATH: FMA kernels only); with allow_tf32
 // each algorithm runs with the math type cuDNN reported for it.
 // Accumulate rule: y, dx, dweight, dbias are written (beta = 0); the bias is
 // then added to y (beta = 1).
 #include <algorithm>
+#include <climits>
 #include <vector>
 
 #include "cuda/cuda_backend.h"
@@ -26,6 +33,22 @@ namespace ipsnet {
 namespace cuda {
 
 namespace {
+
+/// One NCHW float32 tensor descriptor.
+struct TensorDescriptor {
+  cudnnTensorDescriptor_t d = nullptr;
+  TensorDescriptor(int n, int c, int h, int w) {
+    IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&d));
+    const cudnnStatus_t st = cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w);
+    if (st != CUDNN_STATUS_SUCCESS) (void)cudnnDestroyTensorDescriptor(d);
+    IPSNET_CUDA_CHECK(st);
+  }
+  ~TensorDescriptor() {
+    if (d) (void)cudnnDestroyTensorDescriptor(d);
+  }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+};
 
 struct ConvDescriptors {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
@@ -80,6 +103,44 @@ size_t max_workspace(const ConvAlgoList& l) {
   return m;
 }
 
+/// The workspace of one algorithm search: plain cudaMalloc / cudaFree, not
+/// the counted allocator (see the top of this file). Null when the device
+/// has no room (the search then keeps the heuristic order).
+class TimingWorkspace {
+ public:
+  TimingWorkspace(CudaContext& ctx, size_t nbytes) : device_(ctx.device) {
+    if (nbytes == 0) return;
+    cudaError_t e = cudaMalloc(&data_, nbytes);
+    if (e == cudaErrorMemoryAllocation) {
+      // The free memory may sit in the allocator's cache: give it back once.
+      (void)cudaGetLastError();  // not sticky
+      ctx.allocator->empty_cache();
+      e = cudaMalloc(&data_, nbytes);
+    }
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      data_ = nullptr;
+      return;
+    }
+    IPSNET_CUDA_CHECK(e);
+  }
+  ~TimingWorkspace() {
+    // cudaFree waits for the timing runs queued on the stream to finish
+    // (they are done anyway: cudnnFind*Ex returns after timing).
+    if (data_) {
+      DeviceGuard g(device_);
+      (void)cudaFree(data_);
+    }
+  }
+  TimingWorkspace(const TimingWorkspace&) = delete;
+  TimingWorkspace& operator=(const TimingWorkspace&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  int device_;
+  void* data_ = nullptr;
+};
+
 /// Heuristic list, then timed list (when a workspace for timing can be had).
 /// `get(count, perf*) -> returned`, `find(count, perf*, ws, ws_bytes) -> returned`.
 template <typename Perf, typename Get, typename Find>
@@ -90,12 +151,8 @@ ConvAlgoList choose(const ConvAlgoKey& key, CudaContext& ctx, int max_count, siz
   IPSNET_CHECK(!heuristic.empty(), "cuDNN offers no ", conv_pass_name(key.pass), " algorithm within the ",
                cap >> 20, " MiB workspace cap for ", key.str());
   const size_t ws_bytes = max_workspace(heuristic);
-  ScopedDeviceBuffer ws;
-  try {
-    ws = ScopedDeviceBuffer(*ctx.allocator, ws_bytes);
-  } catch (const Error&) {
-    return heuristic;  // no room to time them: trust the heuristics
-  }
+  TimingWorkspace ws(ctx, ws_bytes);
+  if (ws_bytes > 0 && !ws.data()) return heuristic;  // no room to time them: trust the heuristics
   returned = find(static_cast<int>(perf.size()), perf.data(), ws.data(), ws_bytes);
   ConvAlgoList timed = usable(perf, returned, std::min(cap, ws_bytes));
   return timed.empty() ? heuristic : timed;
@@ -110,7 +167,7 @@ void run_with_fallback(const ConvAlgoKey& key, CudaContext& ctx, const ConvDescr
     if (ch.workspace > 0) {
       try {
         ws = ScopedDeviceBuffer(*ctx.allocator, ch.workspace);
-      } catch (const Error&) {
+      } catch (const OutOfMemoryError&) {
         continue;  // out of memory even after emptying the cache: try a smaller workspace
       }
     }
@@ -134,6 +191,11 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& weight, const Te
   const int dev = common_device("conv2d_forward", {&x, &weight, &bias, &y});
   for (const Tensor* t : {&x, &weight, &bias, &y}) require_float32("conv2d_forward", *t);
   if (g.n == 0 || g.o == 0 || g.ho == 0 || g.wo == 0) return;
+  if (g.c == 0) {  // empty reduction: y = bias (or 0), as on the CPU
+    fill(y, 0.0);
+    if (bias.defined()) binary(math::BinaryOp::Add, y, bias.view({1, g.o, 1, 1}).expand(y.shape()), y);
+    return;
+  }
   const CudnnConvParams p = cudnn_conv_params(g);
   DeviceGuard guard(dev);
   CudaContext& ctx = context(dev);
@@ -174,6 +236,7 @@ void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, c
   const int dev = common_device("conv2d_backward_data", {&dy, &weight, &dx});
   for (const Tensor* t : {&dy, &weight, &dx}) require_float32("conv2d_backward_data", *t);
   if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0) return;
+  if (g.o == 0 || g.ho == 0 || g.wo == 0) return fill(dx, 0.0);  // no output reads x: dx = 0
   const CudnnConvParams p = cudnn_conv_params(g);
   DeviceGuard guard(dev);
   CudaContext& ctx = context(dev);
@@ -214,10 +277,27 @@ void CudaBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, cons
   for (const Tensor* t : {&x, &dy, &dweight, &dbias}) require_float32("conv2d_backward_weight", *t);
   DeviceGuard guard(dev);
   CudaContext& ctx = context(dev);
+  if (g.o == 0) return;
   if (g.n == 0 || g.ho == 0 || g.wo == 0) {
     // No output positions: the gradients are zero.
     if (dweight.defined()) fill(dweight, 0.0);
     if (dbias.defined()) fill(dbias, 0.0);
+    return;
+  }
+  if (g.c == 0) {
+    // No input channels: dweight is empty; dbias still sums dy over (N, ho, wo).
+    if (dweight.defined()) fill(dweight, 0.0);
+    if (dbias.defined()) {
+      // cudnnConvolutionBackwardBias needs only the dy and bias descriptors.
+      IPSNET_CHECK(g.n * g.o * g.ho * g.wo <= INT_MAX, "cuDNN convolution ", g.str(), ": dy of ",
+                   g.n * g.o * g.ho * g.wo, " elements exceeds cuDNN's int indexing");
+      const int n = static_cast<int>(g.n), o = static_cast<int>(g.o), ho = static_cast<int>(g.ho),
+                wo = static_cast<int>(g.wo);
+      TensorDescriptor dy_desc(n, o, ho, wo), bias_desc(1, o, 1, 1);
+      const float one = 1.0f, zero = 0.0f;
+      IPSNET_CUDA_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn, &one, dy_desc.d, dy.data<float>(), &zero,
+                                                     bias_desc.d, dbias.data<float>()));
+    }
     return;
   }
   const CudnnConvParams p = cudnn_conv_params(g);

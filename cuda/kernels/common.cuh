@@ -30,6 +30,20 @@ __device__ __forceinline__ void strided_offsets(const StridedGeom<K>& g, int64_t
   }
 }
 
+/// Whether index v lies in [0, n); if not, records the first such index (op,
+/// value, size) in the context's error record for check_index_errors().
+__device__ __forceinline__ bool index_ok(int64_t v, int64_t n, IndexErrorRecord* err, IndexOp op) {
+  if (v >= 0 && v < n) return true;
+  if (atomicCAS(&err->state, 0ull, 1ull) == 0ull) {
+    err->value = v;
+    err->size = n;
+    err->op = static_cast<int>(op);
+    __threadfence();
+    atomicExch(&err->state, 2ull);
+  }
+  return false;
+}
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll

@@ -1,11 +1,12 @@
 // Elementwise kernels: copy/convert, fill, unary (forward and backward),
 // binary, masked fill, dropout masks, the fused AdamW update.
 // Every kernel calls the bodies of engine/math (elementwise.h, rows.h,
-// philox.h) per element: the CPU backend runs the very same bodies.
+// philox.h, convert.h) per element: the CPU backend runs the very same bodies.
 // Accumulate rule: all outputs are written (=).
 #include <type_traits>
 
 #include "cuda/kernels/common.cuh"
+#include "engine/math/convert.h"
 #include "engine/math/philox.h"
 #include "engine/math/rows.h"
 
@@ -19,7 +20,7 @@ namespace {
 // dst (n) = src (n), contiguous
 template <typename S, typename D>
 __global__ void copy_contiguous_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
-  IPSNET_GRID_STRIDE(i, n) dst[i] = static_cast<D>(src[i]);
+  IPSNET_GRID_STRIDE(i, n) dst[i] = math::convert<D>(src[i]);
 }
 
 // dst[off1] = src[off0] over the shared shape
@@ -29,7 +30,7 @@ __global__ void copy_strided_kernel(const S* __restrict__ src, D* __restrict__ d
   IPSNET_GRID_STRIDE(i, n) {
     int64_t off[2];
     strided_offsets<2>(g, i, off);
-    dst[off[1]] = static_cast<D>(src[off[0]]);
+    dst[off[1]] = math::convert<D>(src[off[0]]);
   }
 }
 
@@ -167,7 +168,7 @@ void fill_cuda(CudaContext& ctx, DType t, void* dst, double value, const Strided
   dispatch_cuda_dtype(t, "fill", [&](auto z) {
     using T = decltype(z);
     fill_kernel<T><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<T*>(dst), static_cast<T>(value), g, n, contiguous);
+        static_cast<T*>(dst), math::convert<T>(value), g, n, contiguous);
     IPSNET_LAUNCH_CHECK("fill_kernel");
   });
 }
@@ -221,7 +222,7 @@ void masked_fill_cuda(CudaContext& ctx, DType t, const void* x, DType mask_t, co
     using T = decltype(tz);
     using M = decltype(mz);
     masked_fill_kernel<T, M><<<grid, kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(x), static_cast<const M*>(mask), static_cast<T>(value),
+        static_cast<const T*>(x), static_cast<const M*>(mask), math::convert<T>(value),
         static_cast<T*>(out), g, n);
     IPSNET_LAUNCH_CHECK("masked_fill_kernel");
   };

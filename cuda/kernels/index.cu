@@ -1,8 +1,11 @@
-// Indexing kernels: index checks, gather / scatter_add, index_select /
-// index_add, top-k over the M+I candidates of an IPS iteration, and cutting
+// Indexing kernels: gather / scatter_add, index_select / index_add, top-k
+// over the M+I candidates of an IPS iteration, and cutting
 // patches out of images on the device.
 // Accumulate rule: scatter_add and index_add accumulate (+=, atomics, so the
 // order of float additions is not fixed); everything else is written (=).
+// Indices are checked inside the kernels, without a synchronisation: an
+// out-of-range one is skipped (reads give 0) and recorded for
+// check_index_errors() (context.h), which throws at the next synchronisation.
 #include <climits>
 
 #include "cuda/kernels/common.cuh"
@@ -13,23 +16,15 @@ namespace cuda {
 
 namespace {
 
-// slot = min position p with idx[p] outside [0, n)
-__global__ void check_indices_kernel(const int64_t* __restrict__ idx, int64_t count, int64_t n,
-                                     unsigned long long* slot) {
-  IPSNET_GRID_STRIDE(p, count) {
-    const int64_t v = idx[p];
-    if (v < 0 || v >= n) atomicMin(slot, static_cast<unsigned long long>(p));
-  }
-}
-
 // out (outer, k, inner) = x (outer, n, inner) at index (outer, k, inner) along n
+// (an out-of-range index is recorded in err and reads 0)
 template <typename T>
 __global__ void gather_kernel(const T* __restrict__ x, const int64_t* __restrict__ index, T* __restrict__ out,
-                              int64_t outer, int64_t n, int64_t k, int64_t inner) {
+                              int64_t outer, int64_t n, int64_t k, int64_t inner, IndexErrorRecord* err) {
   const int64_t total = outer * k * inner;
   IPSNET_GRID_STRIDE(t, total) {
-    const int64_t i = t % inner, o = t / (k * inner);
-    out[t] = x[(o * n + index[t]) * inner + i];
+    const int64_t i = t % inner, o = t / (k * inner), j = index[t];
+    out[t] = index_ok(j, n, err, IndexOp::Gather) ? x[(o * n + j) * inner + i] : T(0);
   }
 }
 
@@ -40,35 +35,37 @@ __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
 }
 
 // out (outer, n, inner) += src (outer, k, inner) at index (outer, k, inner) along n
+// (an out-of-range index is recorded in err and skipped)
 template <typename T>
 __global__ void scatter_add_kernel(const T* __restrict__ src, const int64_t* __restrict__ index, T* out,
-                                   int64_t outer, int64_t n, int64_t k, int64_t inner) {
+                                   int64_t outer, int64_t n, int64_t k, int64_t inner, IndexErrorRecord* err) {
   const int64_t total = outer * k * inner;
   IPSNET_GRID_STRIDE(t, total) {
-    const int64_t i = t % inner, o = t / (k * inner);
-    atomic_add(out + (o * n + index[t]) * inner + i, src[t]);
+    const int64_t i = t % inner, o = t / (k * inner), j = index[t];
+    if (index_ok(j, n, err, IndexOp::ScatterAdd)) atomic_add(out + (o * n + j) * inner + i, src[t]);
   }
 }
 
 // out (outer, k, inner) = x (outer, n, inner) at index (k) along n
 template <typename T>
 __global__ void index_select_kernel(const T* __restrict__ x, const int64_t* __restrict__ index,
-                                    T* __restrict__ out, int64_t outer, int64_t n, int64_t k, int64_t inner) {
+                                    T* __restrict__ out, int64_t outer, int64_t n, int64_t k, int64_t inner,
+                                    IndexErrorRecord* err) {
   const int64_t total = outer * k * inner;
   IPSNET_GRID_STRIDE(t, total) {
-    const int64_t i = t % inner, j = (t / inner) % k, o = t / (k * inner);
-    out[t] = x[(o * n + index[j]) * inner + i];
+    const int64_t i = t % inner, j = (t / inner) % k, o = t / (k * inner), v = index[j];
+    out[t] = index_ok(v, n, err, IndexOp::IndexSelect) ? x[(o * n + v) * inner + i] : T(0);
   }
 }
 
 // out (outer, n, inner) += src (outer, k, inner) at index (k) along n
 template <typename T>
 __global__ void index_add_kernel(const T* __restrict__ src, const int64_t* __restrict__ index, T* out,
-                                 int64_t outer, int64_t n, int64_t k, int64_t inner) {
+                                 int64_t outer, int64_t n, int64_t k, int64_t inner, IndexErrorRecord* err) {
   const int64_t total = outer * k * inner;
   IPSNET_GRID_STRIDE(t, total) {
-    const int64_t i = t % inner, j = (t / inner) % k, o = t / (k * inner);
-    atomic_add(out + (o * n + index[j]) * inner + i, src[t]);
+    const int64_t i = t % inner, j = (t / inner) % k, o = t / (k * inner), v = index[j];
+    if (index_ok(v, n, err, IndexOp::IndexAdd)) atomic_add(out + (o * n + v) * inner + i, src[t]);
   }
 }
 
@@ -171,14 +168,18 @@ __global__ void topk_output_kernel(const T* __restrict__ v, const int* __restric
 // out (B, K, C, ph, pw) = patches index (B, K) of image (B, C, H, W)
 template <typename T>
 __global__ void cut_patches_kernel(const T* __restrict__ image, const int64_t* __restrict__ index,
-                                   T* __restrict__ out, int64_t b, int64_t c, int64_t k, PatchGrid g) {
+                                   T* __restrict__ out, int64_t b, int64_t c, int64_t k, PatchGrid g,
+                                   IndexErrorRecord* err) {
   const int64_t ph = g.patch_h, pw = g.patch_w;
   const int64_t per_patch = c * ph * pw;
-  const int64_t total = b * k * per_patch;
+  const int64_t total = b * k * per_patch, count = g.count();
   IPSNET_GRID_STRIDE(t, total) {
     const int64_t x = t % pw, y = (t / pw) % ph, ch = (t / (pw * ph)) % c;
-    const int64_t bk = t / per_patch, bi = bk / k;
-    out[t] = image[bi * c * g.height * g.width + g.source_offset(index[bk], ch, y, x)];
+    const int64_t bk = t / per_patch, bi = bk / k, p = index[bk];
+    // (an out-of-range patch id is recorded in err and reads 0)
+    out[t] = index_ok(p, count, err, IndexOp::CutPatches)
+                 ? image[bi * c * g.height * g.width + g.source_offset(p, ch, y, x)]
+                 : T(0);
   }
 }
 
@@ -191,22 +192,6 @@ void dispatch_float_int64(DType t, const char* what, F&& f) {
 
 }  // namespace
 
-void check_indices_cuda(CudaContext& ctx, const int64_t* idx, int64_t count, int64_t n, const char* op) {
-  if (count == 0) return;
-  std::lock_guard<std::mutex> lock(ctx.error_mu);
-  *ctx.error_slot = INT64_MAX;  // the previous use has completed (synchronised below)
-  check_indices_kernel<<<grid_for(ctx, count, kThreads), kThreads, 0, ctx.stream>>>(
-      idx, count, n, reinterpret_cast<unsigned long long*>(ctx.error_slot_dev));
-  IPSNET_LAUNCH_CHECK("check_indices_kernel");
-  IPSNET_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  const int64_t pos = *static_cast<volatile int64_t*>(ctx.error_slot);
-  if (pos != INT64_MAX) {
-    int64_t bad = 0;
-    IPSNET_CUDA_CHECK(cudaMemcpy(&bad, idx + pos, sizeof(int64_t), cudaMemcpyDeviceToHost));
-    IPSNET_FAIL(op, ": index ", bad, " out of range for a dimension of size ", n);
-  }
-}
-
 void gather_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* index, void* out, int64_t outer,
                  int64_t n, int64_t k, int64_t inner) {
   const int64_t total = outer * k * inner;
@@ -214,8 +199,9 @@ void gather_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* index,
   dispatch_float_int64(t, "gather", [&](auto z) {
     using T = decltype(z);
     gather_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(x), index, static_cast<T*>(out), outer, n, k, inner);
+        static_cast<const T*>(x), index, static_cast<T*>(out), outer, n, k, inner, ctx.index_error_dev);
     IPSNET_LAUNCH_CHECK("gather_kernel");
+    index_kernel_queued(ctx);
   });
 }
 
@@ -226,8 +212,9 @@ void scatter_add_cuda(CudaContext& ctx, DType t, const void* src, const int64_t*
   dispatch_float_int64(t, "scatter_add", [&](auto z) {
     using T = decltype(z);
     scatter_add_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(src), index, static_cast<T*>(out), outer, n, k, inner);
+        static_cast<const T*>(src), index, static_cast<T*>(out), outer, n, k, inner, ctx.index_error_dev);
     IPSNET_LAUNCH_CHECK("scatter_add_kernel");
+    index_kernel_queued(ctx);
   });
 }
 
@@ -238,8 +225,9 @@ void index_select_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* 
   dispatch_float_int64(t, "index_select", [&](auto z) {
     using T = decltype(z);
     index_select_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(x), index, static_cast<T*>(out), outer, n, k, inner);
+        static_cast<const T*>(x), index, static_cast<T*>(out), outer, n, k, inner, ctx.index_error_dev);
     IPSNET_LAUNCH_CHECK("index_select_kernel");
+    index_kernel_queued(ctx);
   });
 }
 
@@ -250,8 +238,9 @@ void index_add_cuda(CudaContext& ctx, DType t, const void* src, const int64_t* i
   dispatch_float_int64(t, "index_add", [&](auto z) {
     using T = decltype(z);
     index_add_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(src), index, static_cast<T*>(out), outer, n, k, inner);
+        static_cast<const T*>(src), index, static_cast<T*>(out), outer, n, k, inner, ctx.index_error_dev);
     IPSNET_LAUNCH_CHECK("index_add_kernel");
+    index_kernel_queued(ctx);
   });
 }
 
@@ -309,8 +298,9 @@ void cut_patches_cuda(CudaContext& ctx, DType t, const void* image, const int64_
   dispatch_float_int64(t, "cut_patches", [&](auto z) {
     using T = decltype(z);
     cut_patches_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(image), index, static_cast<T*>(out), b, c, k, g);
+        static_cast<const T*>(image), index, static_cast<T*>(out), b, c, k, g, ctx.index_error_dev);
     IPSNET_LAUNCH_CHECK("cut_patches_kernel");
+    index_kernel_queued(ctx);
   });
 }
 

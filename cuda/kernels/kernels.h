@@ -70,9 +70,8 @@ void layer_norm_backward_cuda(CudaContext& ctx, const float* x, const float* gam
                               float* dgamma, float* dbeta, int64_t rows, int64_t n);
 
 // ---- index.cu ------------------------------------------------------------------
-/// Throws naming `op` when any of idx[0..count) is outside [0, n) (synchronises).
-void check_indices_cuda(CudaContext& ctx, const int64_t* idx, int64_t count, int64_t n,
-                        const char* op);
+// Indices are checked in the kernels; an out-of-range one is skipped and
+// reported at the next synchronisation (check_index_errors, context.h).
 /// x (outer, n, inner), index/out (outer, k, inner).
 void gather_cuda(CudaContext& ctx, DType t, const void* x, const int64_t* index, void* out,
                  int64_t outer, int64_t n, int64_t k, int64_t inner);

@@ -2,10 +2,18 @@
 // statistics, the running-stat update and the int64 argmax indices must match
 // the CPU backend, whose bodies these kernels call: engine/math/norm.h and
 // engine/math/conv.h).
-// Per-channel sums run one block per channel and accumulate in double, as
-// the CPU does. Accumulate rule: every output is written (=), including the
+// Per-channel sums accumulate in double, as the CPU's reference does, over a
+// grid of (channel, split) blocks: each channel's N planes are split into
+// ranges so that the device is full even with few channels, and a small
+// kernel combines a channel's partial sums in a fixed order. The statistics
+// take two passes (the mean, then the squares about it), as the CPU's. No
+// element pays a 64-bit division: the reductions step through (plane,
+// position) incrementally, and the per-element kernels divide by
+// precomputed multipliers (FastDiv) when the tensor has fewer than 2^31
+// elements. Accumulate rule: every output is written (=), including the
 // parameter gradients; running statistics are updated in place.
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fast_div.h"
 #include "engine/math/conv.h"
 #include "engine/math/norm.h"
 
@@ -14,34 +22,96 @@ namespace cuda {
 
 namespace {
 
-// x (N, C, S): per channel c, mean and biased var (two passes), save_mean/rstd (C),
-// running stats updated, and the scale/shift ab (2, C) in double for the apply pass
-__global__ void bn_stats_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
-                                const float* __restrict__ beta, float* __restrict__ save_mean,
-                                float* __restrict__ save_rstd, float* running_mean, float* running_var,
-                                double* __restrict__ ab, int64_t n, int64_t c, int64_t s, double momentum,
-                                double eps) {
+// ---- per-channel partial sums -------------------------------------------------------
+// x (N, C, S): block (ch, p) sums NOUT contributions of the elements of
+// channel ch in planes [p * planes_per_split, ...) into partial (P, NOUT, C).
+// Load(off, ch, v) adds the contributions of the element at offset off to v.
+template <int NOUT, typename Load>
+__global__ void bn_partial_kernel(Load load, int64_t n, int64_t c, int64_t s, int64_t planes_per_split,
+                                  double* __restrict__ partial) {
   __shared__ double scratch[32];
-  const int64_t ch = blockIdx.x;
-  const int64_t m = n * s;
-  double sum = 0.0;
-  for (int64_t t = threadIdx.x; t < m; t += blockDim.x) sum += static_cast<double>(x[((t / s) * c + ch) * s + t % s]);
-  const double mean = block_sum<double>(sum, scratch) / static_cast<double>(m);
-  double sq = 0.0;
-  for (int64_t t = threadIdx.x; t < m; t += blockDim.x) {
-    const double d = static_cast<double>(x[((t / s) * c + ch) * s + t % s]) - mean;
-    sq += d * d;
+  const int64_t ch = blockIdx.x, p = blockIdx.y;
+  const int64_t n0 = p * planes_per_split;
+  const int64_t n1 = n0 + planes_per_split < n ? n0 + planes_per_split : n;
+  double acc[NOUT];
+#pragma unroll
+  for (int k = 0; k < NOUT; ++k) acc[k] = 0.0;
+  const int64_t count = (n1 - n0) * s;
+  // (plane, position) of element t of the range, advanced without dividing.
+  int64_t t = threadIdx.x;
+  int64_t plane = n0 + t / s, pos = t % s;
+  const int64_t step_planes = blockDim.x / s, step_pos = blockDim.x % s;
+  for (; t < count; t += blockDim.x) {
+    load((plane * c + ch) * s + pos, ch, acc);
+    pos += step_pos;
+    plane += step_planes;
+    if (pos >= s) {
+      pos -= s;
+      ++plane;
+    }
   }
-  const double var = block_sum<double>(sq, scratch) / static_cast<double>(m);
-  if (threadIdx.x == 0) {
+#pragma unroll
+  for (int k = 0; k < NOUT; ++k) {
+    const double r = block_sum<double>(acc[k], scratch);
+    if (threadIdx.x == 0) partial[(p * NOUT + k) * c + ch] = r;
+  }
+}
+
+struct BnSumLoad {  // sum x
+  const float* x;
+  __device__ void operator()(int64_t off, int64_t, double* v) const { v[0] += static_cast<double>(x[off]); }
+};
+struct BnSquareLoad {  // sum (x - mean)^2
+  const float* x;
+  const double* mean;  // (C)
+  __device__ void operator()(int64_t off, int64_t ch, double* v) const {
+    const double d = static_cast<double>(x[off]) - mean[ch];
+    v[0] += d * d;
+  }
+};
+struct BnBackwardLoad {  // sum dy, sum dy (x - mean) (x null: the second is 0)
+  const float* x;
+  const float* dy;
+  const float* mean;  // (C)
+  __device__ void operator()(int64_t off, int64_t ch, double* v) const {
+    const double g = dy[off];
+    v[0] += g;
+    if (x) v[1] += g * (static_cast<double>(x[off]) - static_cast<double>(mean[ch]));
+  }
+};
+
+/// sum over the P splits of partial (P, NOUT, C), output k, channel ch (in split order)
+__device__ __forceinline__ double bn_combine(const double* partial, int64_t splits, int nout, int k, int64_t c,
+                                             int64_t ch) {
+  double s = 0.0;
+  for (int64_t p = 0; p < splits; ++p) s += partial[(p * nout + k) * c + ch];
+  return s;
+}
+
+// mean (C) = sum x / m from the partial sums
+__global__ void bn_mean_kernel(const double* __restrict__ psum, int64_t splits, int64_t c, double m,
+                               double* __restrict__ mean) {
+  IPSNET_GRID_STRIDE(ch, c) mean[ch] = bn_combine(psum, splits, 1, 0, c, ch) / m;
+}
+
+// per channel: var = sum (x - mean)^2 / m; save_mean/rstd (C), running stats
+// updated, and the scale/shift ab (2, C) in double for the apply pass
+__global__ void bn_stats_finalize_kernel(const double* __restrict__ mean, const double* __restrict__ psq,
+                                         int64_t splits, const float* __restrict__ gamma,
+                                         const float* __restrict__ beta, float* __restrict__ save_mean,
+                                         float* __restrict__ save_rstd, float* running_mean, float* running_var,
+                                         double* __restrict__ ab, int64_t c, int64_t m, double momentum, double eps) {
+  IPSNET_GRID_STRIDE(ch, c) {
+    const double mu = mean[ch];
+    const double var = bn_combine(psq, splits, 1, 0, c, ch) / static_cast<double>(m);
     const double rstd = 1.0 / sqrt(var + eps);
-    save_mean[ch] = static_cast<float>(mean);
+    save_mean[ch] = static_cast<float>(mu);
     save_rstd[ch] = static_cast<float>(rstd);
     if (running_mean && running_var)
-      math::batch_norm_update_running<float, double>(running_mean + ch, running_var + ch, mean, var, m, momentum);
+      math::batch_norm_update_running<float, double>(running_mean + ch, running_var + ch, mu, var, m, momentum);
     const double a = rstd * (gamma ? static_cast<double>(gamma[ch]) : 1.0);
     ab[ch] = a;
-    ab[c + ch] = (beta ? static_cast<double>(beta[ch]) : 0.0) - mean * a;
+    ab[c + ch] = (beta ? static_cast<double>(beta[ch]) : 0.0) - mu * a;
   }
 }
 
@@ -56,36 +126,52 @@ __global__ void bn_inference_coeffs_kernel(const float* __restrict__ gamma, cons
   }
 }
 
+// ---- channel of an element ---------------------------------------------------------------
+/// Channel of element i of (N, C, S): (i / S) % C, with 32-bit FastDiv when
+/// the tensor is small enough (Small), else 64-bit division.
+template <bool Small>
+struct ChannelOf {
+  FastDiv by_s, by_c;
+  int64_t s = 1, c = 1;
+  __device__ __forceinline__ int64_t operator()(int64_t i) const {
+    if (Small) {
+      const uint32_t q = by_s.div(static_cast<uint32_t>(i));
+      return static_cast<int64_t>(q - by_c.div(q) * static_cast<uint32_t>(c));
+    }
+    return (i / s) % c;
+  }
+};
+
+template <bool Small>
+ChannelOf<Small> channel_of(int64_t c, int64_t s) {
+  ChannelOf<Small> f;
+  f.s = s;
+  f.c = c;
+  if (Small) {
+    f.by_s = FastDiv(static_cast<uint32_t>(s));
+    f.by_c = FastDiv(static_cast<uint32_t>(c));
+  }
+  return f;
+}
+
 // y (N, C, S) = x a[c] + b[c] (math::batch_norm_apply_channel per element)
+template <bool Small>
 __global__ void bn_apply_kernel(const float* __restrict__ x, float* __restrict__ y, const double* __restrict__ ab,
-                                int64_t total, int64_t c, int64_t s) {
+                                int64_t total, int64_t c, ChannelOf<Small> channel) {
   IPSNET_GRID_STRIDE(i, total) {
-    const int64_t ch = (i / s) % c;
+    const int64_t ch = channel(i);
     math::batch_norm_apply_channel<float>(x + i, y + i, 1, 1, 0, static_cast<float>(ab[ch]),
                                           static_cast<float>(ab[c + ch]));
   }
 }
 
 // per channel: sums (2, C) = (sum dy, rstd sum dy (x - mean)); dgamma = second, dbeta = first
-__global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                                          const float* __restrict__ mean, const float* __restrict__ rstd,
-                                          double* __restrict__ sums, float* __restrict__ dgamma,
-                                          float* __restrict__ dbeta, int64_t n, int64_t c, int64_t s) {
-  __shared__ double scratch[32];
-  const int64_t ch = blockIdx.x;
-  const int64_t m = n * s;
-  const double mu = mean[ch];
-  double a = 0.0, b = 0.0;
-  for (int64_t t = threadIdx.x; t < m; t += blockDim.x) {
-    const int64_t off = ((t / s) * c + ch) * s + t % s;
-    const double g = dy[off];
-    a += g;
-    if (x) b += g * (static_cast<double>(x[off]) - mu);
-  }
-  a = block_sum<double>(a, scratch);
-  b = block_sum<double>(b, scratch);
-  if (threadIdx.x == 0) {
-    const double sdx = b * static_cast<double>(rstd[ch]);
+__global__ void bn_backward_finalize_kernel(const double* __restrict__ partial, int64_t splits,
+                                            const float* __restrict__ rstd, double* __restrict__ sums,
+                                            float* __restrict__ dgamma, float* __restrict__ dbeta, int64_t c) {
+  IPSNET_GRID_STRIDE(ch, c) {
+    const double a = bn_combine(partial, splits, 2, 0, c, ch);
+    const double sdx = bn_combine(partial, splits, 2, 1, c, ch) * static_cast<double>(rstd[ch]);
     sums[ch] = a;
     sums[c + ch] = sdx;
     if (dgamma) dgamma[ch] = static_cast<float>(sdx);
@@ -94,13 +180,14 @@ __global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const flo
 }
 
 // dx (N, C, S) per element: math::batch_norm_backward_channel with the channel's sums
+template <bool Small>
 __global__ void bn_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                       const float* __restrict__ dy, const float* __restrict__ mean,
                                       const float* __restrict__ rstd, const double* __restrict__ sums,
-                                      float* __restrict__ dx, int64_t total, int64_t c, int64_t s, double m,
-                                      bool stats_are_constant) {
+                                      float* __restrict__ dx, int64_t total, int64_t c, double m,
+                                      bool stats_are_constant, ChannelOf<Small> channel) {
   IPSNET_GRID_STRIDE(i, total) {
-    const int64_t ch = (i / s) % c;
+    const int64_t ch = channel(i);
     math::batch_norm_backward_channel<float, double>(
         x ? x + i : nullptr, dy + i, dx + i, 1, 1, 0, static_cast<double>(mean[ch]), static_cast<double>(rstd[ch]),
         gamma ? static_cast<double>(gamma[ch]) : 1.0, sums ? sums[ch] / m : 0.0, sums ? sums[c + ch] / m : 0.0,
@@ -138,7 +225,25 @@ __global__ void avg_pool_global_backward_kernel(const float* __restrict__ dy, fl
   IPSNET_GRID_STRIDE(i, total) dx[i] = dy[i / hw] / static_cast<float>(hw);
 }
 
-unsigned channel_grid(int64_t c) { return static_cast<unsigned>(c); }
+/// Planes per split for the per-channel reductions: enough (channel, split)
+/// blocks to fill the device a few times, each with at least 4096 elements.
+int64_t bn_planes_per_split(const CudaContext& ctx, int64_t n, int64_t c, int64_t s) {
+  const int64_t target = static_cast<int64_t>(ctx.sm_count) * 4;
+  int64_t splits = (target + c - 1) / c;
+  const int64_t by_size = (n * s) / 4096;  // splits that keep 4096 elements each
+  if (splits > by_size) splits = by_size;
+  if (splits > n) splits = n;
+  if (splits > 65535) splits = 65535;
+  if (splits < 1) splits = 1;
+  return (n + splits - 1) / splits;
+}
+
+/// Runs `f(channel_of<Small>(c, s))` with Small when total < 2^31.
+template <typename F>
+void with_channel_of(int64_t total, int64_t c, int64_t s, F&& f) {
+  if (total < (int64_t(1) << 31)) f(channel_of<true>(c, s));
+  else f(channel_of<false>(c, s));
+}
 
 }  // namespace
 
@@ -146,14 +251,30 @@ void batch_norm_training_cuda(CudaContext& ctx, const float* x, const float* gam
                               float* save_mean, float* save_rstd, float* running_mean, float* running_var, int64_t n,
                               int64_t c, int64_t s, double momentum, double eps) {
   if (c == 0 || n * s == 0) return;
-  ScopedDeviceBuffer ab(*ctx.allocator, static_cast<size_t>(2 * c) * sizeof(double));
-  double* abp = static_cast<double*>(ab.data());
-  bn_stats_kernel<<<channel_grid(c), kThreads, 0, ctx.stream>>>(x, gamma, beta, save_mean, save_rstd, running_mean,
-                                                                running_var, abp, n, c, s, momentum, eps);
-  IPSNET_LAUNCH_CHECK("bn_stats_kernel");
+  IPSNET_CHECK(c <= 0x7fffffff, "batch_norm: ", c, " channels are too many for one grid");
+  const int64_t per = bn_planes_per_split(ctx, n, c, s), splits = (n + per - 1) / per;
+  // Scratch (doubles): partial sums (P, C), means (C), partial squares (P, C), ab (2, C).
+  ScopedDeviceBuffer scratch(*ctx.allocator, static_cast<size_t>((2 * splits + 3) * c) * sizeof(double));
+  double* psum = static_cast<double*>(scratch.data());
+  double* mean = psum + splits * c;
+  double* psq = mean + c;
+  double* abp = psq + splits * c;
+  const dim3 grid(static_cast<unsigned>(c), static_cast<unsigned>(splits));
+  bn_partial_kernel<1><<<grid, kThreads, 0, ctx.stream>>>(BnSumLoad{x}, n, c, s, per, psum);
+  IPSNET_LAUNCH_CHECK("bn_partial_kernel (sum)");
+  const double m = static_cast<double>(n * s);
+  bn_mean_kernel<<<grid_for(ctx, c, kThreads), kThreads, 0, ctx.stream>>>(psum, splits, c, m, mean);
+  IPSNET_LAUNCH_CHECK("bn_mean_kernel");
+  bn_partial_kernel<1><<<grid, kThreads, 0, ctx.stream>>>(BnSquareLoad{x, mean}, n, c, s, per, psq);
+  IPSNET_LAUNCH_CHECK("bn_partial_kernel (squares)");
+  bn_stats_finalize_kernel<<<grid_for(ctx, c, kThreads), kThreads, 0, ctx.stream>>>(
+      mean, psq, splits, gamma, beta, save_mean, save_rstd, running_mean, running_var, abp, c, n * s, momentum, eps);
+  IPSNET_LAUNCH_CHECK("bn_stats_finalize_kernel");
   const int64_t total = n * c * s;
-  bn_apply_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(x, y, abp, total, c, s);
-  IPSNET_LAUNCH_CHECK("bn_apply_kernel");
+  with_channel_of(total, c, s, [&](auto channel) {
+    bn_apply_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(x, y, abp, total, c, channel);
+    IPSNET_LAUNCH_CHECK("bn_apply_kernel");
+  });
 }
 
 void batch_norm_inference_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* beta,
@@ -166,33 +287,46 @@ void batch_norm_inference_cuda(CudaContext& ctx, const float* x, const float* ga
                                                                                      eps);
   IPSNET_LAUNCH_CHECK("bn_inference_coeffs_kernel");
   const int64_t total = n * c * s;
-  bn_apply_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(x, y, abp, total, c, s);
-  IPSNET_LAUNCH_CHECK("bn_apply_kernel");
+  with_channel_of(total, c, s, [&](auto channel) {
+    bn_apply_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(x, y, abp, total, c, channel);
+    IPSNET_LAUNCH_CHECK("bn_apply_kernel");
+  });
 }
 
 void batch_norm_backward_cuda(CudaContext& ctx, const float* x, const float* gamma, const float* dy,
                               const float* save_mean, const float* save_rstd, float* dx, float* dgamma, float* dbeta,
                               int64_t n, int64_t c, int64_t s, bool stats_are_constant) {
   if (c == 0) return;
+  IPSNET_CHECK(c <= 0x7fffffff, "batch_norm_backward: ", c, " channels are too many for one grid");
   const int64_t m = n * s;
   const bool need_sums = dgamma || dbeta || (dx && !stats_are_constant);
-  ScopedDeviceBuffer sums;
+  ScopedDeviceBuffer scratch;
+  double* sums = nullptr;
   if (need_sums && m > 0) {
-    sums = ScopedDeviceBuffer(*ctx.allocator, static_cast<size_t>(2 * c) * sizeof(double));
+    const int64_t per = bn_planes_per_split(ctx, n, c, s), splits = (n + per - 1) / per;
+    // Scratch (doubles): partial sums (P, 2, C), then the sums (2, C).
+    scratch = ScopedDeviceBuffer(*ctx.allocator, static_cast<size_t>((2 * splits + 2) * c) * sizeof(double));
+    double* partial = static_cast<double*>(scratch.data());
+    sums = partial + 2 * splits * c;
     const float* xr = (dgamma || !stats_are_constant) ? x : nullptr;
-    bn_backward_reduce_kernel<<<channel_grid(c), kThreads, 0, ctx.stream>>>(
-        xr, dy, save_mean, save_rstd, static_cast<double*>(sums.data()), dgamma, dbeta, n, c, s);
-    IPSNET_LAUNCH_CHECK("bn_backward_reduce_kernel");
+    const dim3 grid(static_cast<unsigned>(c), static_cast<unsigned>(splits));
+    bn_partial_kernel<2><<<grid, kThreads, 0, ctx.stream>>>(BnBackwardLoad{xr, dy, save_mean}, n, c, s, per,
+                                                             partial);
+    IPSNET_LAUNCH_CHECK("bn_partial_kernel (backward)");
+    bn_backward_finalize_kernel<<<grid_for(ctx, c, kThreads), kThreads, 0, ctx.stream>>>(partial, splits, save_rstd,
+                                                                                       sums, dgamma, dbeta, c);
+    IPSNET_LAUNCH_CHECK("bn_backward_finalize_kernel");
   } else if (m == 0) {
     if (dgamma) IPSNET_CUDA_CHECK(cudaMemsetAsync(dgamma, 0, static_cast<size_t>(c) * sizeof(float), ctx.stream));
     if (dbeta) IPSNET_CUDA_CHECK(cudaMemsetAsync(dbeta, 0, static_cast<size_t>(c) * sizeof(float), ctx.stream));
   }
   if (!dx || m == 0) return;
   const int64_t total = n * c * s;
-  bn_backward_dx_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
-      x, gamma, dy, save_mean, save_rstd, static_cast<const double*>(sums.data()), dx, total, c, s,
-      static_cast<double>(m), stats_are_constant);
-  IPSNET_LAUNCH_CHECK("bn_backward_dx_kernel");
+  with_channel_of(total, c, s, [&](auto channel) {
+    bn_backward_dx_kernel<<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
+        x, gamma, dy, save_mean, save_rstd, sums, dx, total, c, static_cast<double>(m), stats_are_constant, channel);
+    IPSNET_LAUNCH_CHECK("bn_backward_dx_kernel");
+  });
 }
 
 void max_pool2d_forward_cuda(CudaContext& ctx, const float* x, float* y, int64_t* indices, const Pool2dGeometry& g) {

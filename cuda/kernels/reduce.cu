@@ -1,9 +1,16 @@
 // Reductions, softmax and layer norm.
 //
 // Rows that are contiguous (inner == 1) get one block per row with the
-// block-parallel form of the formulas in engine/math/rows.h; strided rows
-// (inner > 1) get one thread per row calling the row bodies of rows.h
-// themselves, with reads coalesced across the inner axis.
+// block-parallel form of the formulas in engine/math/rows.h; when there are
+// too few rows to fill the device (a full `sum`), each row is split over
+// several blocks whose partial results a second kernel combines in a fixed
+// order. Column sums (inner > 1: bias gradients, sums over a leading axis)
+// and the layer-norm parameter gradients run tiled: a block of 32 x 8
+// threads reads 32 adjacent columns (coalesced) over a range of rows, and the
+// rows are split over blocks until the device is full; the partial sums are
+// combined in a fixed order, so the result does not depend on timing.
+// Strided Max/Min and softmax (inner > 1) run one thread per column calling
+// the row bodies of rows.h, with reads coalesced across the inner axis.
 // Semantics follow the CPU backend exactly: float sums accumulate in double,
 // Max/Min ties go to the lower index, and on contiguous rows NaN wins (the
 // first NaN), while strided columns compare plainly as the CPU loop does.
@@ -37,10 +44,15 @@ __device__ __forceinline__ bool arg_better(T v, int64_t i, T best, int64_t bi, b
   return i < bi;
 }
 
-// x (outer, n) -> out (outer), argidx (outer); one block per row
+// x (outer, n) -> out (outer), argidx (outer). Block b reduces segment
+// b % splits (chunk elements) of row b / splits. splits == 1: the result is
+// written to out/argidx; else the partial result goes to psum / pval, pidx
+// (outer * splits) for reduce_rows_combine_kernel.
 template <typename T>
-__global__ void reduce_rows_kernel(const T* __restrict__ x, int64_t outer, int64_t n, T* __restrict__ out,
-                                   int64_t* __restrict__ argidx, int op) {
+__global__ void reduce_rows_kernel(const T* __restrict__ x, int64_t outer, int64_t n, int64_t splits,
+                                   int64_t chunk, T* __restrict__ out, int64_t* __restrict__ argidx,
+                                   typename AccOf<T>::type* __restrict__ psum, T* __restrict__ pval,
+                                   int64_t* __restrict__ pidx, int op) {
   using Acc = typename AccOf<T>::type;
   __shared__ Acc s_acc[32];
   __shared__ T s_val[32];
@@ -48,19 +60,24 @@ __global__ void reduce_rows_kernel(const T* __restrict__ x, int64_t outer, int64
   const bool is_max = op == static_cast<int>(ReduceOp::Max);
   const bool is_arg = is_max || op == static_cast<int>(ReduceOp::Min);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int64_t r = blockIdx.x; r < outer; r += gridDim.x) {
+  const int64_t blocks = outer * splits;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t r = b / splits, j0 = (b % splits) * chunk;
+    const int64_t j1 = j0 + chunk < n ? j0 + chunk : n;
     const T* row = x + r * n;
     if (!is_arg) {
       Acc s = 0;
-      for (int64_t j = threadIdx.x; j < n; j += blockDim.x) s += static_cast<Acc>(row[j]);
+      for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) s += static_cast<Acc>(row[j]);
       s = block_sum<Acc>(s, s_acc);
-      if (threadIdx.x == 0)
-        out[r] = static_cast<T>(op == static_cast<int>(ReduceOp::Mean) ? s / static_cast<Acc>(n) : s);
+      if (threadIdx.x == 0) {
+        if (splits > 1) psum[b] = s;
+        else out[r] = static_cast<T>(op == static_cast<int>(ReduceOp::Mean) ? s / static_cast<Acc>(n) : s);
+      }
       continue;
     }
     T best = T(0);
     int64_t bi = -1;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x)
       if (arg_better(row[j], j, best, bi, is_max)) { best = row[j]; bi = j; }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -80,15 +97,158 @@ __global__ void reduce_rows_kernel(const T* __restrict__ x, int64_t outer, int64
         if (arg_better(ov, oi, best, bi, is_max)) { best = ov; bi = oi; }
       }
       if (lane == 0) {
-        out[r] = best;
-        if (argidx) argidx[r] = bi;
+        if (splits > 1) {
+          pval[b] = best;
+          pidx[b] = bi;
+        } else {
+          out[r] = best;
+          if (argidx) argidx[r] = bi;
+        }
       }
     }
     __syncthreads();
   }
 }
 
-// x (outer, n, inner) -> out (outer, inner); one thread per column, the CPU's column loop
+// out (outer), argidx (outer) from the partial results (outer, splits) of
+// reduce_rows_kernel, combined in split order (sums) or by arg_better (a
+// total order, so the combination order does not matter).
+template <typename T>
+__global__ void reduce_rows_combine_kernel(const typename AccOf<T>::type* __restrict__ psum,
+                                           const T* __restrict__ pval, const int64_t* __restrict__ pidx,
+                                           int64_t outer, int64_t n, int64_t splits, T* __restrict__ out,
+                                           int64_t* __restrict__ argidx, int op) {
+  using Acc = typename AccOf<T>::type;
+  const bool is_max = op == static_cast<int>(ReduceOp::Max);
+  const bool is_arg = is_max || op == static_cast<int>(ReduceOp::Min);
+  IPSNET_GRID_STRIDE(r, outer) {
+    if (!is_arg) {
+      Acc s = 0;
+      for (int64_t p = 0; p < splits; ++p) s += psum[r * splits + p];
+      out[r] = static_cast<T>(op == static_cast<int>(ReduceOp::Mean) ? s / static_cast<Acc>(n) : s);
+    } else {
+      T best = T(0);
+      int64_t bi = -1;
+      for (int64_t p = 0; p < splits; ++p)
+        if (arg_better(pval[r * splits + p], pidx[r * splits + p], best, bi, is_max)) {
+          best = pval[r * splits + p];
+          bi = pidx[r * splits + p];
+        }
+      out[r] = best;
+      if (argidx) argidx[r] = bi;
+    }
+  }
+}
+
+// ---- tiled column sums ------------------------------------------------------------
+// Columns (o, i) of a (outer, n, inner) problem, summed over n. A block of
+// kColTile x kColRows threads covers kColTile adjacent columns of one o and
+// the row range of its split (blockIdx.y); each thread sums every kColRows-th
+// row, the block then sums its kColRows partials per column. One split: the
+// block stores the result; several: it writes partial (splits, NOUT, outer *
+// inner) and column_sums_combine_kernel adds the splits in order.
+// Load(o, j, i, v) adds element (o, j, i)'s NOUT contributions to v;
+// Store(k, col, sum) writes output k of column col = o * inner + i.
+
+constexpr int kColTile = 32;
+constexpr int kColRows = 8;
+
+template <int NOUT, typename Acc, typename Load, typename Store>
+__global__ void column_sums_kernel(Load load, Store store, int64_t outer, int64_t n, int64_t inner,
+                                   int64_t tiles, int64_t rows_per_split, Acc* __restrict__ partial) {
+  __shared__ Acc sh[NOUT][kColRows][kColTile];
+  const int64_t o = blockIdx.x / tiles, i = (blockIdx.x % tiles) * kColTile + threadIdx.x;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
+  const int64_t j1 = j0 + rows_per_split < n ? j0 + rows_per_split : n;
+  Acc acc[NOUT];
+#pragma unroll
+  for (int k = 0; k < NOUT; ++k) acc[k] = Acc(0);
+  if (i < inner)
+    for (int64_t j = j0 + threadIdx.y; j < j1; j += kColRows) load(o, j, i, acc);
+#pragma unroll
+  for (int k = 0; k < NOUT; ++k) sh[k][threadIdx.y][threadIdx.x] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || i >= inner) return;
+  const int64_t cols = outer * inner, col = o * inner + i;
+#pragma unroll
+  for (int k = 0; k < NOUT; ++k) {
+    Acc sum = Acc(0);
+#pragma unroll
+    for (int r = 0; r < kColRows; ++r) sum += sh[k][r][threadIdx.x];
+    if (gridDim.y == 1) store(k, col, sum);
+    else partial[(static_cast<int64_t>(blockIdx.y) * NOUT + k) * cols + col] = sum;
+  }
+}
+
+template <int NOUT, typename Acc, typename Store>
+__global__ void column_sums_combine_kernel(Store store, const Acc* __restrict__ partial, int64_t splits,
+                                           int64_t cols) {
+  IPSNET_GRID_STRIDE(col, cols) {
+#pragma unroll
+    for (int k = 0; k < NOUT; ++k) {
+      Acc sum = Acc(0);
+      for (int64_t p = 0; p < splits; ++p) sum += partial[(p * NOUT + k) * cols + col];
+      store(k, col, sum);
+    }
+  }
+}
+
+/// Launches column_sums_kernel (and the combine when the rows are split).
+template <int NOUT, typename Acc, typename Load, typename Store>
+void column_sums(CudaContext& ctx, const char* what, Load load, Store store, int64_t outer, int64_t n,
+                 int64_t inner) {
+  const int64_t tiles = (inner + kColTile - 1) / kColTile;
+  const int64_t col_blocks = outer * tiles;
+  IPSNET_CHECK(col_blocks <= 0x7fffffff, what, ": ", outer, " x ", inner, " columns are too many for one grid");
+  // Enough blocks to fill the device a few times, each with at least 64 rows
+  // (8 per thread); at most 4096 splits.
+  const int64_t target = static_cast<int64_t>(ctx.sm_count) * 4;
+  int64_t splits = (target + col_blocks - 1) / col_blocks;
+  const int64_t max_splits = (n + 63) / 64;
+  if (splits > max_splits) splits = max_splits;
+  if (splits > 4096) splits = 4096;
+  if (splits < 1) splits = 1;
+  const int64_t rows_per_split = (n + splits - 1) / splits;
+  splits = n > 0 ? (n + rows_per_split - 1) / rows_per_split : 1;
+  ScopedDeviceBuffer partial;
+  const int64_t cols = outer * inner;
+  if (splits > 1) partial = ScopedDeviceBuffer(*ctx.allocator, static_cast<size_t>(splits * NOUT * cols) * sizeof(Acc));
+  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits));
+  const dim3 block(kColTile, kColRows);
+  column_sums_kernel<NOUT, Acc><<<grid, block, 0, ctx.stream>>>(load, store, outer, n, inner, tiles,
+                                                                  rows_per_split, static_cast<Acc*>(partial.data()));
+  IPSNET_LAUNCH_CHECK("column_sums_kernel");
+  if (splits > 1) {
+    column_sums_combine_kernel<NOUT, Acc><<<grid_for(ctx, cols, kThreads), kThreads, 0, ctx.stream>>>(
+        store, static_cast<const Acc*>(partial.data()), splits, cols);
+    IPSNET_LAUNCH_CHECK("column_sums_combine_kernel");
+  }
+  // The partial buffer returns to the cache here; stream order keeps the reuse safe.
+}
+
+// x (outer, n, inner) element -> its value in the accumulator type
+template <typename T>
+struct ColumnLoad {
+  const T* x;
+  int64_t n, inner;
+  __device__ void operator()(int64_t o, int64_t j, int64_t i, typename AccOf<T>::type* v) const {
+    v[0] += static_cast<typename AccOf<T>::type>(x[(o * n + j) * inner + i]);
+  }
+};
+
+template <typename T>
+struct ColumnStore {
+  T* out;
+  int64_t n;
+  bool mean;
+  __device__ void operator()(int, int64_t col, typename AccOf<T>::type s) const {
+    using Acc = typename AccOf<T>::type;
+    out[col] = static_cast<T>(mean ? s / static_cast<Acc>(n) : s);
+  }
+};
+
+// x (outer, n, inner) -> out (outer, inner); one thread per column, the CPU's
+// column loop (Max/Min: their plain comparison is sequential by definition)
 template <typename T>
 __global__ void reduce_columns_kernel(const T* __restrict__ x, int64_t outer, int64_t n, int64_t inner,
                                       T* __restrict__ out, int64_t* __restrict__ argidx, int op) {
@@ -246,36 +406,74 @@ __global__ void layer_norm_backward_kernel(const float* __restrict__ x, const fl
   }
 }
 
-// dgamma (n) = sum_r dy xh, dbeta (n) = sum_r dy; one thread per column, double sums (as the CPU)
-__global__ void layer_norm_param_grad_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                                             const float* __restrict__ mean, const float* __restrict__ rstd,
-                                             float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                             int64_t rows, int64_t n) {
-  IPSNET_GRID_STRIDE(i, n) {
-    double sg = 0.0, sb = 0.0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const double g = dy[r * n + i];
-      sg += g * (static_cast<double>(x[r * n + i]) - mean[r]) * rstd[r];
-      sb += g;
-    }
-    if (dgamma) dgamma[i] = static_cast<float>(sg);
-    if (dbeta) dbeta[i] = static_cast<float>(sb);
+// dgamma (n) = sum_r dy xh, dbeta (n) = sum_r dy, xh = (x - mean) rstd: tiled
+// column sums over the rows (outer = 1), in double as the CPU
+struct LayerNormParamLoad {
+  const float* x;
+  const float* dy;
+  const float* mean;
+  const float* rstd;
+  int64_t n;
+  __device__ void operator()(int64_t, int64_t r, int64_t i, double* v) const {
+    const double g = dy[r * n + i];
+    v[0] += g * (static_cast<double>(x[r * n + i]) - mean[r]) * rstd[r];
+    v[1] += g;
   }
-}
+};
+struct LayerNormParamStore {
+  float* dgamma;
+  float* dbeta;
+  __device__ void operator()(int k, int64_t i, double s) const {
+    float* out = k == 0 ? dgamma : dbeta;
+    if (out) out[i] = static_cast<float>(s);
+  }
+};
 
 }  // namespace
 
 void reduce_cuda(CudaContext& ctx, ReduceOp op, DType t, const void* x, int64_t outer, int64_t n,
                  int64_t inner, void* out, int64_t* argidx) {
   if (outer * inner == 0) return;
+  const bool is_arg = op == ReduceOp::Max || op == ReduceOp::Min;
   auto launch = [&](auto z) {
     using T = decltype(z);
+    using Acc = typename AccOf<T>::type;
     const T* xp = static_cast<const T*>(x);
     T* op_ = static_cast<T*>(out);
     if (inner == 1) {
-      reduce_rows_kernel<T><<<row_grid(outer), row_threads(n), 0, ctx.stream>>>(xp, outer, n, op_, argidx,
-                                                                               static_cast<int>(op));
+      // Split rows over several blocks when there are too few rows to fill
+      // the device (at least 8 elements per thread and segment).
+      const int threads = row_threads(n);
+      const int64_t target = static_cast<int64_t>(ctx.sm_count) * 4;
+      int64_t splits = outer >= target ? 1 : (target + outer - 1) / outer;
+      const int64_t max_splits = (n + threads * 8 - 1) / (threads * 8);
+      if (splits > max_splits) splits = max_splits;
+      if (splits < 1) splits = 1;
+      const int64_t chunk = (n + splits - 1) / splits;
+      if (n > 0) splits = (n + chunk - 1) / chunk;
+      ScopedDeviceBuffer psum, pval, pidx;
+      if (splits > 1) {
+        const size_t parts = static_cast<size_t>(outer * splits);
+        if (is_arg) {
+          pval = ScopedDeviceBuffer(*ctx.allocator, parts * sizeof(T));
+          pidx = ScopedDeviceBuffer(*ctx.allocator, parts * sizeof(int64_t));
+        } else {
+          psum = ScopedDeviceBuffer(*ctx.allocator, parts * sizeof(Acc));
+        }
+      }
+      reduce_rows_kernel<T><<<row_grid(outer * splits), threads, 0, ctx.stream>>>(
+          xp, outer, n, splits, chunk, op_, argidx, static_cast<Acc*>(psum.data()), static_cast<T*>(pval.data()),
+          static_cast<int64_t*>(pidx.data()), static_cast<int>(op));
       IPSNET_LAUNCH_CHECK("reduce_rows_kernel");
+      if (splits > 1) {
+        reduce_rows_combine_kernel<T><<<grid_for(ctx, outer, kThreads), kThreads, 0, ctx.stream>>>(
+            static_cast<const Acc*>(psum.data()), static_cast<const T*>(pval.data()),
+            static_cast<const int64_t*>(pidx.data()), outer, n, splits, op_, argidx, static_cast<int>(op));
+        IPSNET_LAUNCH_CHECK("reduce_rows_combine_kernel");
+      }
+    } else if (!is_arg) {
+      column_sums<1, Acc>(ctx, "reduce", ColumnLoad<T>{xp, n, inner}, ColumnStore<T>{op_, n, op == ReduceOp::Mean},
+                          outer, n, inner);
     } else {
       reduce_columns_kernel<T><<<grid_for(ctx, outer * inner, kThreads), kThreads, 0, ctx.stream>>>(
           xp, outer, n, inner, op_, argidx, static_cast<int>(op));
@@ -331,11 +529,9 @@ void layer_norm_backward_cuda(CudaContext& ctx, const float* x, const float* gam
                                                                                  dx, rows, n);
     IPSNET_LAUNCH_CHECK("layer_norm_backward_kernel");
   }
-  if (dgamma || dbeta) {
-    layer_norm_param_grad_kernel<<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(
-        x, dy, mean, rstd, dgamma, dbeta, rows, n);
-    IPSNET_LAUNCH_CHECK("layer_norm_param_grad_kernel");
-  }
+  if (dgamma || dbeta)
+    column_sums<2, double>(ctx, "layer_norm_backward", LayerNormParamLoad{x, dy, mean, rstd, n},
+                           LayerNormParamStore{dgamma, dbeta}, 1, rows, n);
 }
 
 }  // namespace cuda

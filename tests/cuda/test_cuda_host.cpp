@@ -1,23 +1,30 @@
 // CUDA backend pieces that run without a GPU: the caching allocator's
 // bookkeeping (over a fake system memory), the algorithm-cache keys, cuDNN
-// parameter narrowing, and device selection.
+// parameter narrowing, device selection, the kernels' fast division and the
+// float-to-int64 conversion rule both devices share.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <limits>
+#include <random>
 #include <set>
 
 #include "cuda/caching_allocator.h"
 #include "cuda/cudnn/algo_cache.h"
+#include "cuda/kernels/fast_div.h"
 #include "engine/backend/device_select.h"
 #include "engine/engine.h"
+#include "engine/math/convert.h"
 
 namespace ipsnet {
 namespace {
 
 /// malloc with a capacity, counting calls: lets the tests run out of memory.
+/// `log` records the order of synchronisations ('s') and frees ('f').
 class FakeMemory : public cuda::SystemMemory {
  public:
-  explicit FakeMemory(size_t capacity, size_t* used, int* frees) : capacity_(capacity), used_(used), frees_(frees) {}
+  FakeMemory(size_t capacity, size_t* used, int* frees, std::string* log)
+      : capacity_(capacity), used_(used), frees_(frees), log_(log) {}
   void* raw_alloc(size_t n) override {
     if (*used_ + n > capacity_) return nullptr;
     *used_ += n;
@@ -26,22 +33,26 @@ class FakeMemory : public cuda::SystemMemory {
   void raw_free(void* p, size_t n) override {
     *used_ -= n;
     ++*frees_;
+    *log_ += 'f';
     std::free(p);
   }
+  void synchronize() override { *log_ += 's'; }
   std::string describe() const override { return "fake device"; }
 
  private:
   size_t capacity_;
   size_t* used_;
   int* frees_;
+  std::string* log_;
 };
 
 struct AllocatorFixture : ::testing::Test {
   size_t used = 0;
   int frees = 0;
+  std::string log;
   std::unique_ptr<cuda::CachingAllocator> make(size_t capacity) {
     return std::make_unique<cuda::CachingAllocator>(Device::cuda(0),
-                                                    std::make_unique<FakeMemory>(capacity, &used, &frees));
+                                                    std::make_unique<FakeMemory>(capacity, &used, &frees, &log));
   }
 };
 
@@ -81,6 +92,25 @@ TEST_F(AllocatorFixture, AllocatedVersusReservedAndCacheHits) {
   EXPECT_EQ(used, 0u);
 }
 
+TEST_F(AllocatorFixture, ReleasingTheCacheIsNoTensorFree) {
+  auto a = make(1 << 20);
+  void* p = a->allocate(1000);
+  void* q = a->allocate(5000);
+  a->deallocate(p, 1000);
+  a->deallocate(q, 5000);
+  MemoryStats s = a->stats();
+  EXPECT_EQ(s.num_allocs, 2);
+  EXPECT_EQ(s.num_frees, 2);
+  a->empty_cache();
+  s = a->stats();
+  EXPECT_EQ(s.num_frees, 2) << "giving cached blocks back is not a tensor free";
+  EXPECT_EQ(s.reserved_bytes, 0);
+  EXPECT_EQ(s.allocated_bytes, 0);
+  a->empty_cache();  // nothing cached: no synchronisation, no bookkeeping
+  EXPECT_EQ(a->stats().num_frees, 2);
+  EXPECT_EQ(log, "sff") << "one synchronisation, before the frees";
+}
+
 TEST_F(AllocatorFixture, PeaksAndReset) {
   auto a = make(1 << 20);
   void* p = a->allocate(4096);
@@ -105,8 +135,13 @@ TEST_F(AllocatorFixture, OutOfMemoryEmptiesTheCacheAndRetries) {
   void* q = a->allocate(30 * 1024);
   EXPECT_NE(q, nullptr);
   EXPECT_EQ(frees, 1);
+  EXPECT_EQ(log, "sf") << "the device is synchronised before cached blocks are freed";
   EXPECT_EQ(a->stats().reserved_bytes, static_cast<int64_t>(cuda::CachingAllocator::size_class(30 * 1024)));
   a->deallocate(q, 30 * 1024);
+  const MemoryStats s = a->stats();
+  EXPECT_EQ(s.num_allocs, 2);
+  EXPECT_EQ(s.num_frees, 2);
+  EXPECT_EQ(s.allocated_bytes, 0);
 }
 
 TEST_F(AllocatorFixture, OutOfMemoryThrowsWithStatistics) {
@@ -115,7 +150,7 @@ TEST_F(AllocatorFixture, OutOfMemoryThrowsWithStatistics) {
   try {
     a->allocate(32 * 1024);
     FAIL() << "expected an out-of-memory error";
-  } catch (const Error& e) {
+  } catch (const cuda::OutOfMemoryError& e) {  // its own type: callers that can do with less catch only this
     const std::string m = e.what();
     EXPECT_NE(m.find("out of memory"), std::string::npos) << m;
     EXPECT_NE(m.find("cuda:0"), std::string::npos) << m;
@@ -126,6 +161,45 @@ TEST_F(AllocatorFixture, OutOfMemoryThrowsWithStatistics) {
   // The failed request left the statistics untouched.
   EXPECT_EQ(a->stats().allocated_bytes, 48 * 1024);
   a->deallocate(p, 48 * 1024);
+}
+
+TEST(FastDiv, MatchesDivisionBelow2To31) {
+  std::mt19937_64 rng(5);
+  std::vector<uint32_t> divisors = {1, 2, 3, 5, 7, 25, 49, 64, 100, 625, 641, 2500, 65535, 65536, 65537,
+                                    1000003, (1u << 30) - 1, 1u << 30, (1u << 31) - 1};
+  for (int i = 0; i < 200; ++i) divisors.push_back(static_cast<uint32_t>(rng() % ((1u << 31) - 1)) + 1);
+  for (uint32_t d : divisors) {
+    const cuda::FastDiv f(d);
+    std::vector<uint32_t> xs = {0, 1, d - 1, d, d + 1, 2 * d - 1, (1u << 31) - 1, (1u << 31) - 2};
+    for (int i = 0; i < 2000; ++i) xs.push_back(static_cast<uint32_t>(rng() % (1u << 31)));
+    for (uint32_t x : xs) {
+      if (x >= (1u << 31)) continue;
+      ASSERT_EQ(f.div(x), x / d) << x << " / " << d;
+    }
+  }
+}
+
+TEST(Convert, FloatToInt64HasOneRuleForNanAndInfinity) {
+  // The rule of engine/math/convert.h, which the CPU and CUDA copies share.
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(math::convert<int64_t>(nan), 0);
+  EXPECT_EQ(math::convert<int64_t>(static_cast<float>(nan)), 0);
+  EXPECT_EQ(math::convert<int64_t>(inf), INT64_MAX);
+  EXPECT_EQ(math::convert<int64_t>(-inf), INT64_MIN);
+  EXPECT_EQ(math::convert<int64_t>(1e30f), INT64_MAX);
+  EXPECT_EQ(math::convert<int64_t>(-1e30), INT64_MIN);
+  EXPECT_EQ(math::convert<int64_t>(9223372036854775808.0), INT64_MAX);
+  EXPECT_EQ(math::convert<int64_t>(-9223372036854775808.0), INT64_MIN);
+  EXPECT_EQ(math::convert<int64_t>(-2.7), -2);
+  EXPECT_EQ(math::convert<int64_t>(2.7f), 2);
+  EXPECT_EQ(math::convert<float>(int64_t(3)), 3.0f);
+  // The CPU backend's copy and fill use it.
+  Tensor x = Tensor::from_vector<float>({static_cast<float>(nan), static_cast<float>(inf), static_cast<float>(-inf),
+                                         -3.5f, 1e20f},
+                                        {5});
+  EXPECT_EQ(x.to(DType::Int64).to_vector<int64_t>(),
+            (std::vector<int64_t>{0, INT64_MAX, INT64_MIN, -3, INT64_MAX}));
+  EXPECT_EQ(Tensor::full({2}, nan, DType::Int64).to_vector<int64_t>(), (std::vector<int64_t>{0, 0}));
 }
 
 TEST(ConvAlgoKey, EveryFieldMatters) {

@@ -14,6 +14,7 @@
 
 #include "engine/backend/cpu/parallel.h"
 #include "engine/backend/cpu/strided.h"
+#include "engine/math/convert.h"
 #include "engine/math/philox.h"
 #include "engine/math/rows.h"
 
@@ -41,10 +42,10 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
                              const S* s = sp + off[0];
                              D* d = dp + off[1];
                              if (st[0] == 1 && st[1] == 1) {
-                               for (int64_t i = 0; i < len; ++i) d[i] = static_cast<D>(s[i]);
+                               for (int64_t i = 0; i < len; ++i) d[i] = math::convert<D>(s[i]);
                              } else {
                                for (int64_t i = 0; i < len; ++i)
-                                 d[i * st[1]] = static_cast<D>(s[i * st[0]]);
+                                 d[i * st[1]] = math::convert<D>(s[i * st[0]]);
                              }
                            });
     });
@@ -60,7 +61,7 @@ void CpuBackend::copy_across(const Tensor& src, const Tensor& dst) {
 
 void CpuBackend::fill(const Tensor& dst, double value) {
   IPSNET_DISPATCH_ALL(dst.dtype(), "fill", [&] {
-    scalar_t v = static_cast<scalar_t>(value);
+    scalar_t v = math::convert<scalar_t>(value);
     scalar_t* p = dst.data<scalar_t>();
     if (dst.is_contiguous()) {
       parallel_for(dst.numel(), kGrain, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
@@ -151,7 +152,7 @@ void CpuBackend::masked_fill(const Tensor& x, const Tensor& mask, double value, 
       const T* xp = static_cast<const T*>(x.raw_data());
       const MT* mp = static_cast<const MT*>(mask.raw_data());
       T* op_ = out.data<T>();
-      T v = static_cast<T>(value);
+      T v = math::convert<T>(value);
       cpu::strided_rows<3>(out.shape(), {&x.strides(), &mask.strides(), &out.strides()},
                            [&](const int64_t* off, int64_t len, const int64_t* st) {
                              for (int64_t i = 0; i < len; ++i)
