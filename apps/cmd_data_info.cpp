@@ -8,6 +8,7 @@
 #include "apps/args.h"
 #include "apps/command.h"
 #include "data/dataset.h"
+#include "data/photo_dataset.h"
 #include "engine/common/error.h"
 
 namespace ipsnet {
@@ -15,7 +16,7 @@ namespace app {
 namespace {
 
 int run_data_info(const std::vector<std::string>& args) {
-  ArgParser p("data-info", "Describe an ipsnet Megapixel MNIST dataset.");
+  ArgParser p("data-info", "Describe an ipsnet dataset (Megapixel MNIST canvases or photographs).");
   p.add_positional("DIR", "dataset directory written by generate-data or import-npy");
   p.add_flag("no-verify", "skip checking every image's CRC-32");
   if (!p.parse(args)) return 0;
@@ -28,6 +29,10 @@ int run_data_info(const std::vector<std::string>& args) {
       ss << in.rdbuf();
       std::printf("%s: parameters.json\n%s", dir.c_str(), ss.str().c_str());
     }
+  }
+  if (data::is_photo_dataset(dir)) {  // photographs (`ipsnet import-images`)
+    std::printf("%s", data::describe_photo_dataset(dir, !p.get_flag("no-verify")).c_str());
+    return 0;
   }
   for (const char* split : {"train", "test"}) {
     namespace fs = std::filesystem;

@@ -28,6 +28,7 @@ struct LabelSpec {
 struct SourceOptions {
   int64_t patch_size = 0;    // square patches of this side (image sources)
   int64_t patch_stride = 0;  // grid stride (0: patch_size)
+  std::string normalize = "none";  // none | imagenet: (x - mean) / std per channel (photos)
 };
 
 /// One split of stored data. Every reader is safe to call from several

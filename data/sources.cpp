@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "data/canvas_source.h"
+#include "data/photo_source.h"
 #include "data/source.h"
 #include "engine/common/error.h"
 
@@ -13,6 +14,7 @@ const std::vector<SourceKind>& source_kinds() {
   static const std::vector<SourceKind> kKinds = {
       {"canvas", "sparse grayscale canvases (`ipsnet generate-data`, `ipsnet import-npy`)", &CanvasSource::detect,
        &CanvasSource::open},
+      {"photos", "compressed photographs (`ipsnet import-images`)", &PhotoSource::detect, &PhotoSource::open},
   };
   return kKinds;
 }

@@ -1,0 +1,59 @@
+// The "photos" data source: photographs stored compressed by `ipsnet
+// import-images` (data/photo_dataset.h). Labels come from the index (one
+// task per CSV label column, or `label` for a folder tree), C = the set's
+// channels (3, or 1 when every image is gray), each image its own patch grid
+// (SourceOptions). Values are float in [0, 1] (C, H, W), or normalised per
+// channel ((x - mean) / std) with SourceOptions::normalize = "imagenet".
+//
+// Lazy loading decodes only the rows the requested patches cover (JPEG:
+// jpeg_skip_scanlines over the others, columns cropped with
+// jpeg_crop_scanline; PNG: rows inflated up to the last one needed, then the
+// decoder stops), holding one band of patch_h rows of the cropped width.
+#pragma once
+#include <array>
+
+#include "data/photo_dataset.h"
+#include "data/source.h"
+
+namespace ipsnet {
+namespace data {
+
+class PhotoSource : public DataSource {
+ public:
+  PhotoSource(PhotoReader reader, const SourceOptions& options);
+  static bool detect(const std::string& dir);
+  static std::unique_ptr<DataSource> open(const std::string& dir, const std::string& split,
+                                          const SourceOptions& options);
+
+  std::string kind() const override { return "photos"; }
+  std::string describe() const override;
+  int64_t size() const override { return reader_.size(); }
+  std::vector<LabelSpec> labels() const override;
+  std::vector<int64_t> classes(int64_t i, const std::string& name) const override;
+  std::vector<int64_t> instance_shape() const override { return {reader_.channels(), patch_h_, patch_w_}; }
+  int64_t num_instances(int64_t i) const override { return grid(i).count(); }
+  /// Decodes only the rows (and, for JPEG, about the columns) the patches cover.
+  void read_instances(int64_t i, const int64_t* idx, int64_t n, float* dst) const override;
+  /// Checks the record's CRC-32 (the bytes are paged in by it).
+  void prefetch(int64_t i) const override { reader_.verify(i); }
+  bool has_pixels() const override { return true; }
+  int64_t channels() const override { return reader_.channels(); }
+  PatchGrid grid(int64_t i) const override;
+  void read_image(int64_t i, float* dst) const override;
+
+  const PhotoReader& reader() const { return reader_; }
+  /// Bytes of the largest row band one read_instances call held (tests, benchmarks).
+  int64_t peak_band_bytes() const { return peak_band_.load(); }
+
+ private:
+  // dst[c * plane + k] = (v / 255 - mean[c]) / std[c], k over `count` pixels
+  // interleaved in src with channels C.
+  void convert(const uint8_t* src, int64_t count, float* dst, int64_t plane) const;
+  PhotoReader reader_;
+  int64_t patch_h_ = 0, patch_w_ = 0, stride_h_ = 0, stride_w_ = 0;
+  std::array<float, 3> mean_{{0, 0, 0}}, std_{{1, 1, 1}};
+  mutable std::atomic<int64_t> peak_band_{0};
+};
+
+}  // namespace data
+}  // namespace ipsnet
