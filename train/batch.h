@@ -75,6 +75,8 @@ class Batch {
   int64_t size() const { return static_cast<int64_t>(ids_.size()); }
   Device device() const { return device_; }
 
+  /// True for eager loading (parts resident on the device).
+  bool resident() const { return eager_mode_; }
   /// The parts a method walks through one at a time: B / B_seq resident
   /// sub-batches for eager loading, one for lazy loading.
   int64_t parts() const;

@@ -78,7 +78,11 @@ void IPSMethod::select(Batch& batch, bool training, Generator& gen) {
     patches.push_back(r.patches);
     idx.push_back(r.idx);
   }
-  batch.selected_patches = patches.size() == 1 ? patches[0] : ops::cat(patches, 0);
+  // Eager parts: the selected patches are copied into one tensor after the
+  // resident images are released, which places them low in the CPU arena
+  // instead of inside the hole the images leave (official config: reserved
+  // 972.0 MiB with the copy, 1100.7 MiB without; the same peak allocated).
+  batch.selected_patches = patches.size() == 1 && !batch.resident() ? patches[0] : ops::cat(patches, 0);
   batch.selected_idx = idx.size() == 1 ? idx[0] : ops::cat(idx, 0);
 }
 
