@@ -76,6 +76,7 @@ struct Config {
   int64_t max_test = 0;
   std::string pretrained_path;   // safetensors with torchvision ResNet names
   std::string freeze = "none";   // none | all | all_but_last (frozen backbone strategies)
+  std::string normalize = "none";  // none | imagenet: photos as (x - mean) / std per channel (docs/data.md)
   int64_t eval_every = 1;        // epochs
   int64_t log_every = 0;         // steps between log lines (0: progress bar only)
   bool prefetch = true;          // prepare the next batch in the background

@@ -70,10 +70,13 @@ void Trainer::open_data(bool eval_only) {
   data::SourceOptions so;
   so.patch_size = cfg_.patch_size;
   so.patch_stride = cfg_.patch_stride;
+  so.normalize = cfg_.normalize;
   // Evaluation opens only the split it evaluates (a directory may hold only test.npy's split).
   if (!eval_only || cfg_.eval_split == "train") train_source_ = data::open_source(cfg_.data_dir, "train", so);
   if (!eval_only || cfg_.eval_split != "train") eval_source_ = data::open_source(cfg_.data_dir, cfg_.eval_split, so);
   const data::DataSource& first = train_source_ ? *train_source_ : *eval_source_;
+  IPSNET_CHECK(cfg_.normalize == "none" || first.kind() == "photos", "config key 'normalize': ", cfg_.normalize,
+               " applies to photographs; the ", first.kind(), " data of '", cfg_.data_dir, "' is used as stored");
   check_tasks(first, cfg_.tasks);
   if (first.size() > 0) {
     const int64_t N = first.num_instances(0);
