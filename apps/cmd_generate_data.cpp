@@ -15,6 +15,7 @@
 #include "data/megapixel_mnist.h"
 #include "data/mnist.h"
 #include "data/png_writer.h"
+#include "data/signs_generator.h"
 #include "engine/common/error.h"
 
 namespace ipsnet {
@@ -52,6 +53,35 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
+// --style signs: JPEG scenes + annotations.txt in OUT/Set1, OUT/Set2 (data/signs_generator.h).
+int run_signs(const ArgParser& p) {
+  data::SignsOptions o;
+  if (p.is_set("n-train")) o.n_set1 = p.get_int64("n-train");
+  if (p.is_set("n-test")) o.n_set2 = p.get_int64("n-test");
+  if (p.is_set("width")) o.width = p.get_int64("width");
+  if (p.is_set("height")) o.height = p.get_int64("height");
+  o.seed = p.get_int64("seed");
+  o.threads = static_cast<int>(p.get_int64("threads"));
+  o.force = p.get_flag("force");
+  const std::string out = p.positional(0);
+  IPSNET_CHECK(o.force || !std::filesystem::exists(out), "output '", out, "' already exists; pass --force to replace it");
+  data::DigitSource src = data::find_digit_source(p.get_string("mnist"), p.get_string("digits"));
+  const auto t0 = std::chrono::steady_clock::now();
+  data::SignsStats st = data::generate_signs(o, src, out);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!p.get_flag("quiet"))
+    std::fprintf(stderr,
+                 "generate-data: %lld scenes of %lldx%lld in %s/Set1 (%lld) and Set2 (%lld) in %.1f s: EMPTY %lld, "
+                 "50 %lld, 70 %lld, 80 %lld, %lld dropped by the task's rules; %.1f KiB per JPEG\n"
+                 "  next: ipsnet import-traffic-signs %s DATA_DIR\n",
+                 static_cast<long long>(st.images), static_cast<long long>(o.height), static_cast<long long>(o.width),
+                 out.c_str(), static_cast<long long>(o.n_set1), static_cast<long long>(o.n_set2), s,
+                 static_cast<long long>(st.per_class[0]), static_cast<long long>(st.per_class[1]),
+                 static_cast<long long>(st.per_class[2]), static_cast<long long>(st.per_class[3]),
+                 static_cast<long long>(st.dropped), st.bytes / 1024.0 / std::max<int64_t>(1, st.images), out.c_str());
+  return 0;
+}
+
 int run_generate(const std::vector<std::string>& args) {
   ArgParser p("generate-data",
               "Generate Megapixel MNIST from real MNIST digits in the attention-sampling (ats), IPS (ips) or\n"
@@ -59,7 +89,7 @@ int run_generate(const std::vector<std::string>& args) {
               "image, bilinear, the IPS example notebook's 500x500 setting), as a sparse, memory-mappable\n"
               "ipsnet dataset.");
   p.add_positional("OUT_DIR", "output directory (must not exist unless --force)");
-  p.add_option("style", "ips", "ats | ips | pineneedle | mnist");
+  p.add_option("style", "ips", "ats | ips | pineneedle | mnist | signs (street scenes in the Swedish Traffic Signs layout)");
   p.add_option("n-train", "",
                "images in the training split (default: 5000; mnist 10000, the notebook's subset, capped to the "
                "train digits available)");
@@ -88,6 +118,7 @@ int run_generate(const std::vector<std::string>& args) {
       "example: ipsnet generate-data --style ats --width 500 --height 500 --no-noise --scale 0.2 /tmp/mnist-small\n"
       "         ipsnet generate-data --style mnist /tmp/mnist500   # 10000 + 1000 digits resized to 500x500");
   if (!p.parse(args)) return 0;
+  if (p.get_string("style") == "signs") return run_signs(p);
 
   data::MegapixelOptions o = data::default_options(p.get_string("style"));
   if (p.is_set("n-train")) o.n_train = p.get_int64("n-train");
