@@ -1,6 +1,7 @@
 #include "data/photo_source.h"
 
 #include <algorithm>
+#include <mutex>
 #include <numeric>
 
 #include "engine/backend/geometry.h"
@@ -103,6 +104,37 @@ void PhotoSource::read_image(int64_t i, float* dst) const {
   }
 }
 
+// A decoder part-way down an image, with the ring of the rows it read last.
+struct PhotoSource::Cursor {
+  int64_t image = -1;
+  std::unique_ptr<RowDecoder> dec;
+  std::vector<uint8_t> ring;  // (ph, row_width, C): row r in slot r % ph
+  int64_t valid_from = 0;     // rows [valid_from, dec->next_row()) are in the ring
+};
+
+PhotoSource::~PhotoSource() = default;
+
+std::unique_ptr<PhotoSource::Cursor> PhotoSource::take_cursor(int64_t i, int64_t first_row, int64_t c0,
+                                                                int64_t c1) const {
+  std::lock_guard<std::mutex> lk(cursor_mu_);
+  for (size_t k = 0; k < cursors_.size(); ++k) {
+    Cursor& c = *cursors_[k];
+    if (c.image == i && first_row >= c.valid_from && c.dec->col0() <= c0 && c.dec->col0() + c.dec->row_width() >= c1) {
+      std::unique_ptr<Cursor> out = std::move(cursors_[k]);
+      cursors_.erase(cursors_.begin() + static_cast<long>(k));
+      return out;
+    }
+  }
+  return nullptr;
+}
+
+void PhotoSource::return_cursor(std::unique_ptr<Cursor> c) const {
+  if (c->dec->next_row() >= c->dec->height()) return;  // finished: nothing to continue
+  std::lock_guard<std::mutex> lk(cursor_mu_);
+  cursors_.insert(cursors_.begin(), std::move(c));  // most recent first
+  if (cursors_.size() > static_cast<size_t>(kMaxCursors)) cursors_.pop_back();
+}
+
 void PhotoSource::read_instances(int64_t i, const int64_t* idx, int64_t n, float* dst) const {
   if (n <= 0) return;
   const PatchGrid g = grid(i);
@@ -118,46 +150,47 @@ void PhotoSource::read_instances(int64_t i, const int64_t* idx, int64_t n, float
     c0 = std::min(c0, g.col0(idx[k]));
     c1 = std::max(c1, g.col0(idx[k]) + pw);
   }
-  size_t nbytes = 0;
-  const uint8_t* p = reader_.bytes(i, &nbytes);
-  const std::string name = reader_.name(i);
-  std::unique_ptr<RowDecoder> d = RowDecoder::open(p, nbytes, static_cast<int>(C), name, c0, c1);
-  IPSNET_CHECK(d->height() == g.height && d->width() == g.width, name, ": decodes to ", d->height(), "x",
-               d->width(), ", the index says ", g.height, "x", g.width);
-  // A ring of the last ph rows (row r in slot r % ph), of the decoded width.
-  const int64_t row_bytes = d->row_width() * C;
-  std::vector<uint8_t> ring(static_cast<size_t>(ph * row_bytes));
-  {
+  // Continue a decoder left above these rows by an earlier call (the
+  // selection reads an image's patches chunk by chunk, top to bottom), else
+  // open one.
+  std::unique_ptr<Cursor> cur = take_cursor(i, g.row0(idx[order[0]]), c0, c1);
+  if (!cur) {
+    size_t nbytes = 0;
+    const uint8_t* p = reader_.bytes(i, &nbytes);
+    cur = std::make_unique<Cursor>();
+    cur->image = i;
+    // Full-width rows for a request that spans most of the width (it is likely
+    // one of a sequence that a cursor can then serve); cropped otherwise.
+    const bool wide = (c1 - c0) * 2 > g.width;
+    cur->dec = RowDecoder::open(p, nbytes, static_cast<int>(C), reader_.name(i), wide ? 0 : c0, wide ? -1 : c1);
+    IPSNET_CHECK(cur->dec->height() == g.height && cur->dec->width() == g.width, reader_.name(i), ": decodes to ",
+                 cur->dec->height(), "x", cur->dec->width(), ", the index says ", g.height, "x", g.width);
+    cur->ring.resize(static_cast<size_t>(ph * cur->dec->row_width() * C));
+    decoders_opened_.fetch_add(1);
     int64_t peak = peak_band_.load();
-    const int64_t b = static_cast<int64_t>(ring.size());
+    const int64_t b = static_cast<int64_t>(cur->ring.size());
     while (b > peak && !peak_band_.compare_exchange_weak(peak, b)) {
     }
   }
-  const int64_t plane = ph * pw;
-  size_t next = 0;  // first patch (in `order`) not yet copied out
-  int64_t r = 0;
-  while (next < order.size()) {
-    // Rows before the earliest pending patch's first row that no patch needs are skipped.
-    const int64_t first = g.row0(idx[order[next]]);
-    if (r < first) {
-      // Rows of an already started band (r > first - ph) still matter to
-      // patches starting later only if they overlap: none, since the next
-      // pending patch starts at `first`.
-      d->skip(first - r);
-      r = first;
+  RowDecoder& d = *cur->dec;
+  const int64_t row_bytes = d.row_width() * C, plane = ph * pw;
+  uint8_t* ring = cur->ring.data();
+  for (size_t next = 0; next < order.size(); ++next) {
+    const int64_t k = order[next], y0 = g.row0(idx[k]);
+    // Rows above y0 that no pending patch needs are skipped (no IDCT for JPEG).
+    if (d.next_row() < y0) {
+      d.skip(y0 - d.next_row());
+      cur->valid_from = d.next_row();
     }
-    d->read(ring.data() + (r % ph) * row_bytes);
-    // Patches whose last row is r: copy them out.
-    while (next < order.size() && g.row0(idx[order[next]]) + ph - 1 == r) {
-      const int64_t k = order[next];
-      const int64_t y0 = g.row0(idx[k]), x0 = g.col0(idx[k]) - d->col0();
-      float* out = dst + k * C * plane;
-      for (int64_t y = 0; y < ph; ++y)
-        convert(ring.data() + ((y0 + y) % ph) * row_bytes + x0 * C, pw, out + y * pw, plane);
-      ++next;
+    while (d.next_row() < y0 + ph) {
+      d.read(ring + (d.next_row() % ph) * row_bytes);  // read() advances next_row()
+      cur->valid_from = std::max(cur->valid_from, d.next_row() - ph);
     }
-    ++r;
+    const int64_t x0 = g.col0(idx[k]) - d.col0();
+    float* out = dst + k * C * plane;
+    for (int64_t y = 0; y < ph; ++y) convert(ring + ((y0 + y) % ph) * row_bytes + x0 * C, pw, out + y * pw, plane);
   }
+  return_cursor(std::move(cur));
 }
 
 }  // namespace data

@@ -9,8 +9,16 @@
 // jpeg_skip_scanlines over the others, columns cropped with
 // jpeg_crop_scanline; PNG: rows inflated up to the last one needed, then the
 // decoder stops), holding one band of patch_h rows of the cropped width.
+// A decoder left part-way down an image is kept (at most kMaxCursors, most
+// recent first) and continued by the next call for that image whose rows lie
+// below the band it holds: the selection's chunks of I patches in index order
+// then cost about one decode of the image per pass, not one per chunk.
 #pragma once
 #include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "data/photo_dataset.h"
 #include "data/source.h"
@@ -21,6 +29,7 @@ namespace data {
 class PhotoSource : public DataSource {
  public:
   PhotoSource(PhotoReader reader, const SourceOptions& options);
+  ~PhotoSource() override;
   static bool detect(const std::string& dir);
   static std::unique_ptr<DataSource> open(const std::string& dir, const std::string& split,
                                           const SourceOptions& options);
@@ -44,6 +53,9 @@ class PhotoSource : public DataSource {
   const PhotoReader& reader() const { return reader_; }
   /// Bytes of the largest row band one read_instances call held (tests, benchmarks).
   int64_t peak_band_bytes() const { return peak_band_.load(); }
+  /// Decoders opened by read_instances so far (tests, benchmarks).
+  int64_t decoders_opened() const { return decoders_opened_.load(); }
+  static constexpr int kMaxCursors = 8;
 
  private:
   // dst[c * plane + k] = (v / 255 - mean[c]) / std[c], k over `count` pixels
@@ -52,7 +64,12 @@ class PhotoSource : public DataSource {
   PhotoReader reader_;
   int64_t patch_h_ = 0, patch_w_ = 0, stride_h_ = 0, stride_w_ = 0;
   std::array<float, 3> mean_{{0, 0, 0}}, std_{{1, 1, 1}};
-  mutable std::atomic<int64_t> peak_band_{0};
+  mutable std::atomic<int64_t> peak_band_{0}, decoders_opened_{0};
+  struct Cursor;
+  std::unique_ptr<Cursor> take_cursor(int64_t i, int64_t first_row, int64_t c0, int64_t c1) const;
+  void return_cursor(std::unique_ptr<Cursor> c) const;
+  mutable std::mutex cursor_mu_;
+  mutable std::vector<std::unique_ptr<Cursor>> cursors_;
 };
 
 }  // namespace data

@@ -452,6 +452,29 @@ TEST(PhotoSource, lazy_patches_equal_whole_image) {
                       << "image " << i << " patch " << idx[static_cast<size_t>(k)];
         }
       }
+      // A selection pass: every patch in chunks, in index order, continues one decoder per image.
+      for (int64_t i = 0; i < src->size(); ++i) {
+        const PatchGrid g = src->grid(i);
+        const int64_t C = 3, P = g.patch_numel(C);
+        std::vector<float> img(static_cast<size_t>(C * H * W));
+        src->read_image(i, img.data());
+        const int64_t opened = photo->decoders_opened();
+        for (int64_t a = 0; a < g.count(); a += 5) {
+          const int64_t n = std::min<int64_t>(5, g.count() - a);
+          std::vector<int64_t> idx(static_cast<size_t>(n));
+          for (int64_t k = 0; k < n; ++k) idx[static_cast<size_t>(k)] = a + k;
+          std::vector<float> got(static_cast<size_t>(n * P));
+          src->read_instances(i, idx.data(), n, got.data());
+          for (int64_t k = 0; k < n; ++k)
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t y = 0; y < g.patch_h; ++y)
+                for (int64_t x = 0; x < g.patch_w; ++x)
+                  ASSERT_EQ(got[static_cast<size_t>(k * P + (c * g.patch_h + y) * g.patch_w + x)],
+                            img[static_cast<size_t>(g.source_offset(a + k, c, y, x))])
+                      << "image " << i << " patch " << a + k;
+        }
+        EXPECT_EQ(photo->decoders_opened() - opened, 1) << "image " << i;
+      }
       EXPECT_LE(photo->peak_band_bytes(), ps.first * W * 3);
     }
   }
