@@ -85,7 +85,10 @@ struct Config {
   bool selection_bf16 = false;   // selection convs in bfloat16 (CPU with AVX512-BF16; not exact)
   bool recompute_activations = true;  // training pass: ResNet BN+ReLU outputs and the stem recomputed in backward
   std::string eval_split = "test";
-  std::string method = "ips";    // ips | first_m | random_m (train/methods.cpp)
+  std::string method = "ips";    // ips | first_m | random_m | cnn (train/methods.cpp)
+  // ---- method: cnn (train/methods/cnn.cpp) ----
+  double cnn_scale = 1.0;        // cnn: the whole image downscaled by this factor (area) before the ResNet
+  int64_t memory_limit_mib = 0;  // cnn: memory a step may take (0: what the device has); checked before allocating
 
   /// Which keys a file or --set gave explicitly.
   std::map<std::string, std::string> given;
