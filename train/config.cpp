@@ -151,7 +151,8 @@ const std::vector<KeySpec>& specs() {
       INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
       INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn),
       BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(eval_split), STR_KEY(method),
-      DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib),
+      DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib), DBL_KEY(scale), INT_KEY(n_patches),
+      DBL_KEY(regularizer_strength), BOOL_KEY(ats_replace), STR_KEY(ats_eval), STR_KEY(ats_features),
   };
   return s;
 }

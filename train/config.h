@@ -85,10 +85,16 @@ struct Config {
   bool selection_bf16 = false;   // selection convs in bfloat16 (CPU with AVX512-BF16; not exact)
   bool recompute_activations = true;  // training pass: ResNet BN+ReLU outputs and the stem recomputed in backward
   std::string eval_split = "test";
-  std::string method = "ips";    // ips | first_m | random_m | cnn (train/methods.cpp)
-  // ---- method: cnn (train/methods/cnn.cpp) ----
+  std::string method = "ips";    // ips | first_m | random_m | cnn | ats (train/methods.cpp)
+  // ---- method: cnn (train/methods/cnn.cpp) and method: ats (train/methods/ats.cpp) ----
   double cnn_scale = 1.0;        // cnn: the whole image downscaled by this factor (area) before the ResNet
   int64_t memory_limit_mib = 0;  // cnn: memory a step may take (0: what the device has); checked before allocating
+  double scale = 0.0;            // ats: low-resolution view = image downscaled by this (0: the dataset's stored view)
+  int64_t n_patches = 10;        // ats: patches sampled per image
+  double regularizer_strength = 1e-4;  // ats: multinomial entropy regulariser on the attention
+  bool ats_replace = false;      // ats: sample with replacement (default: without, Gumbel top-k)
+  std::string ats_eval = "sample";     // ats: at evaluation sample | topk
+  std::string ats_features = "ats";    // ats: feature net per patch: ats (the original's CNN) | resnet (enc_type, n_res_blocks)
 
   /// Which keys a file or --set gave explicitly.
   std::map<std::string, std::string> given;

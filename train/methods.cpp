@@ -7,7 +7,8 @@
   X(ips, "Iterative Patch Selection: score all patches without gradients, train on the top M")     \
   X(first_m, "baseline: the first M patches of the grid, no selection")                            \
   X(random_m, "baseline: M patches drawn at random per image and step, no selection")              \
-  X(cnn, "baseline: a ResNet over the whole image (downscaled by cnn_scale), memory grows with the image")
+  X(cnn, "baseline: a ResNet over the whole image (downscaled by cnn_scale), memory grows with the image")   \
+  X(ats, "attention sampling: n_patches drawn from an attention on a low-resolution view, expectation estimated")
 
 namespace ipsnet {
 namespace train {
