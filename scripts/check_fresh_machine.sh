@@ -155,8 +155,15 @@ in_root() {
     in_root "$ROOT" "set -euo pipefail; cd /root/ipsnet; $cmd"
 }
 
+# dpkg options of the throw-away root only (what debian:bookworm-slim does):
+# no fsync per file, no documentation or translations; what gets installed and
+# how the programs behave do not change, installing and removing get faster.
 make_root() {
-  exec mmdebstrap --mode=root --variant=apt --format=directory --quiet "$SUITE" "$ROOT" "${SOURCES[@]}"
+  exec mmdebstrap --mode=root --variant=apt --format=directory --quiet \
+    --dpkgopt=force-unsafe-io \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    "$SUITE" "$ROOT" "${SOURCES[@]}"
 }
 
 # The host's DNS setting and its local trust anchors, then the committed tree
