@@ -22,8 +22,11 @@
 #   bash scripts/gpu_check.sh                      # on the device machine, from the repo root
 #     (device tool: command "bash scripts/gpu_check.sh", carry ["gpu_bundle"], timeout_s 540)
 # Environment: GPU_BUNDLE (gpu_bundle/ipsnet-gpu.tar.xz), GPU_CHECK_SUMMARY
-# ($OUT/gpu_summary.txt, else /tmp/ipsnet_gpu_check/gpu_summary.txt),
-# GPU_CHECK_BUDGET (450 s: the whole script stays under 8 minutes),
+# ($OUT/gpu_summary.txt, else /tmp/ipsnet_gpu_check_out/gpu_summary.txt),
+# GPU_CHECK_BUDGET (420 s: the whole script stays under 8 minutes),
+# GPU_CHECK_ONLY (a rerun of some steps: any of "test_cuda sync sanitizer
+# ips_memory quickstart ips_memory_no_shortcuts"; unpack, libraries and env
+# always run),
 # GPU_CHECK_WORK (/tmp/ipsnet_gpu_check), GPU_CHECK_CUDA_DIRS and
 # GPU_CHECK_SITE_DIRS (where to look for the CUDA libraries, see find_libs;
 # tests/cuda/gpu_check_local_test.sh points them at a fake wheel layout).
@@ -31,8 +34,10 @@ set -uo pipefail
 T0=$(date +%s)
 cd "$(dirname "$0")/.."
 REPO=$PWD
-BUDGET=${GPU_CHECK_BUDGET:-450}
-OUTDIR=${OUT:-/tmp/ipsnet_gpu_check}
+BUDGET=${GPU_CHECK_BUDGET:-420}
+ONLY=${GPU_CHECK_ONLY:-}
+want() { [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]; }
+OUTDIR=${OUT:-/tmp/ipsnet_gpu_check_out}
 mkdir -p "$OUTDIR"
 SUMMARY=${GPU_CHECK_SUMMARY:-$OUTDIR/gpu_summary.txt}
 BUNDLE=${GPU_BUNDLE:-$REPO/gpu_bundle/ipsnet-gpu.tar.xz}
@@ -288,7 +293,9 @@ FIGURES+=("libraries: $(grep -E '^  (CUDA runtime|CUDA driver|cuDNN|cuBLAS)' "$L
 RESERVE_FIGURES=170
 
 # ---- test_cuda: every CUDA test, zero skipped ---------------------------------------------
-if run_step test_cuda 150 $RESERVE_FIGURES env OMP_NUM_THREADS=$THREADS "$B/bin/test_cuda" --gtest_brief=0 \
+if ! want test_cuda; then
+  :
+elif run_step test_cuda 150 $RESERVE_FIGURES env OMP_NUM_THREADS=$THREADS "$B/bin/test_cuda" --gtest_brief=0 \
     --gtest_output="xml:$LOGS/test_cuda.xml"; then
   L=$LOGS/test_cuda.log
   SK=$(sed -n 's/.*\[  SKIPPED \] \([0-9]*\) tests\{0,1\}.*/\1/p' "$L" | head -1)
@@ -322,7 +329,9 @@ else
 fi
 
 # ---- the same with a synchronisation after every launch --------------------------------------
-if run_step sync 90 $RESERVE_FIGURES env IPSNET_CUDA_SYNC=1 OMP_NUM_THREADS=$THREADS "$B/bin/test_cuda" \
+if ! want sync; then
+  :
+elif run_step sync 90 $RESERVE_FIGURES env IPSNET_CUDA_SYNC=1 OMP_NUM_THREADS=$THREADS "$B/bin/test_cuda" \
     --gtest_filter='CudaParity.ConvAndPooling:CudaParity.ConvWithoutInputChannelsOrOutputs:CudaParity.BatchNorm:CudaParity.ResNetTrainingStep:CudaParity.IpsSelectionSelectsTheSamePatches'; then
   det=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$LOGS/sync.log" | tr '\n' ' ')
   [[ -z "$det" ]] && det="ended with: $(tail -3 "$LOGS/sync.log" | tr '\n' ' ')"
@@ -340,11 +349,12 @@ for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer
 done
 SAN_FILTER='CudaParity.Reductions:CudaParity.ReductionsAtRealSizes:CudaParity.SoftmaxAndLayerNorm:CudaParity.BatchNorm:CudaParity.Topk*:CudaParity.Indexing:CudaParity.IndexErrorsAreReportedAtTheNextSynchronisation:CudaParity.CutPatches'
 for tool in racecheck synccheck memcheck; do
+  want sanitizer || break
   if [[ -z "$SAN" ]]; then
     record SKIP "sanitizer $tool" 0 "compute-sanitizer not found"
     continue
   fi
-  if run_step "sanitizer_$tool" 75 $RESERVE_FIGURES env OMP_NUM_THREADS=$THREADS "$SAN" --tool "$tool" \
+  if run_step "sanitizer_$tool" 75 $RESERVE_FIGURES env OMP_NUM_THREADS=$THREADS IPSNET_TEST_SMALL=1 "$SAN" --tool "$tool" \
       --error-exitcode 99 --print-limit 20 "$B/bin/test_cuda" --gtest_filter="$SAN_FILTER"; then
     L=$LOGS/sanitizer_$tool.log
     summ=$(grep -E '========= (ERROR SUMMARY|RACECHECK SUMMARY)' "$L" | tail -1 | sed 's/=* *//')
@@ -353,7 +363,7 @@ for tool in racecheck synccheck memcheck; do
       st=SKIP
       summ="compute-sanitizer cannot instrument this machine: $(grep -m1 -E 'Device not supported|terminated|injection' "$L" | sed 's/=* *//')"
     fi
-    record "$st" "sanitizer $tool" "$STEP_SECS" "${summ:-see sanitizer_$tool.log}$( [[ $STEP_RC == 124 || $STEP_RC == 137 ]] && echo " (limit ${STEP_LIMIT}s)")"
+    record "$st" "sanitizer $tool" "$STEP_SECS" "${summ:-see sanitizer_$tool.log} (tests at IPSNET_TEST_SMALL sizes)$( [[ $STEP_RC == 124 || $STEP_RC == 137 ]] && echo " (limit ${STEP_LIMIT}s)")"
   else
     record SKIP "sanitizer $tool" 0 "no time left (kept for the figures)"
   fi
@@ -388,11 +398,13 @@ ips_memory_step() {
   fi
   record "$st" "$name" "$STEP_SECS" "$det"
 }
-ips_memory_step ips_memory 150 75 "exact shortcuts on (the default)"
+want ips_memory && ips_memory_step ips_memory 150 75 "exact shortcuts on (the default)"
 
 # ---- a short quickstart on the GPU ----------------------------------------------------------------
 QS=$B/data/quickstart
-if run_step quickstart_train 110 25 env OMP_NUM_THREADS=$THREADS "$IPSNET" train --config "$B/configs/quickstart.yaml" \
+if ! want quickstart; then
+  :
+elif run_step quickstart_train 110 25 env OMP_NUM_THREADS=$THREADS "$IPSNET" train --config "$B/configs/quickstart.yaml" \
     --data "$QS" --out "$WORK/runs" --set "device=cuda;n_epoch=2;n_epoch_warmup=1"; then
   L=$LOGS/quickstart_train.log
   RUN=$(grep -E "^$WORK/runs/" "$L" | tail -1)
@@ -416,7 +428,7 @@ else
 fi
 
 # ---- if time is left: the step as the reference runs it (every patch encoded) ---------------
-if (( $(left) > 70 )); then
+if want ips_memory_no_shortcuts && (( $(left) > 70 )); then
   ips_memory_step ips_memory_no_shortcuts 90 5 "shortcuts off, every patch encoded as the reference" --shortcuts off
 fi
 
