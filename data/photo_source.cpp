@@ -1,11 +1,13 @@
 #include "data/photo_source.h"
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <numeric>
 
 #include "engine/backend/geometry.h"
 #include "engine/common/error.h"
+#include "engine/random/generator.h"
 
 namespace ipsnet {
 namespace data {
@@ -37,6 +39,112 @@ PhotoSource::PhotoSource(PhotoReader reader, const SourceOptions& o) : reader_(s
   } else {
     IPSNET_CHECK(o.normalize == "none" || o.normalize.empty(), "normalize: '", o.normalize,
                  "' is not known (none | imagenet)");
+  }
+  IPSNET_CHECK(o.jitter >= 0 && o.jitter <= 0.5, "colour jitter strength ", o.jitter, " outside [0, 0.5]");
+  IPSNET_CHECK(o.translate >= 0, "translation ", o.translate, " must be >= 0");
+  jitter_ = o.jitter;
+  translate_ = o.translate;
+  augment_seed_ = o.augment_seed;
+  gray_means_.reset(new std::atomic<float>[static_cast<size_t>(std::max<int64_t>(1, reader_.size()))]);
+  for (int64_t i = 0; i < reader_.size(); ++i) gray_means_[static_cast<size_t>(i)].store(std::nanf(""));
+}
+
+PhotoSource::Augment PhotoSource::augment(int64_t i) const {
+  Augment a;
+  if (!augmenting()) return a;
+  // One stream per (epoch, image): the same draw whichever thread or call asks.
+  Generator g(augment_seed_, (static_cast<uint64_t>(epoch_.load()) << 32) ^ static_cast<uint64_t>(i));
+  if (jitter_ > 0) {
+    // torchvision's ColorJitter.get_params: a random order, then the factors.
+    const std::vector<int64_t> perm = g.permutation(4);
+    for (int k = 0; k < 4; ++k) a.order[k] = static_cast<int>(perm[static_cast<size_t>(k)]);
+    const double j = jitter_;
+    a.brightness = static_cast<float>(g.uniform(std::max(0.0, 1 - j), 1 + j));
+    a.contrast = static_cast<float>(g.uniform(std::max(0.0, 1 - j), 1 + j));
+    a.saturation = static_cast<float>(g.uniform(std::max(0.0, 1 - j), 1 + j));
+    a.hue = static_cast<float>(g.uniform(-j, j));
+    a.jitter = true;
+  }
+  if (translate_ > 0) {
+    a.ty = g.randint(-translate_, translate_ + 1);
+    a.tx = g.randint(-translate_, translate_ + 1);
+  }
+  return a;
+}
+
+float PhotoSource::gray_mean(int64_t i) const {
+  float m = gray_means_[static_cast<size_t>(i)].load();
+  if (!std::isnan(m)) return m;
+  size_t n = 0;
+  const uint8_t* p = reader_.bytes(i, &n);
+  const int64_t C = reader_.channels();
+  std::unique_ptr<RowDecoder> d = RowDecoder::open(p, n, static_cast<int>(C), reader_.name(i));
+  std::vector<uint8_t> row(static_cast<size_t>(d->width() * C));
+  double sum = 0;
+  for (int64_t y = 0; y < d->height(); ++y) {
+    d->read(row.data());
+    for (int64_t x = 0; x < d->width(); ++x) {
+      const uint8_t* q = &row[static_cast<size_t>(x * C)];
+      sum += C == 3 ? 0.2989 * (q[0] / 255.0) + 0.587 * (q[1] / 255.0) + 0.114 * (q[2] / 255.0) : q[0] / 255.0;
+    }
+  }
+  m = static_cast<float>(sum / (static_cast<double>(d->height()) * d->width()));
+  gray_means_[static_cast<size_t>(i)].store(m);
+  return m;
+}
+
+namespace {
+inline float clamp01(float v) { return v < 0.f ? 0.f : v > 1.f ? 1.f : v; }
+
+// torchvision's _rgb2hsv, hue shift modulo 1, _hsv2rgb (float).
+void shift_hue(float* v, float hue) {
+  const float r = v[0], g = v[1], b = v[2];
+  const float maxc = std::max(r, std::max(g, b)), minc = std::min(r, std::min(g, b));
+  const bool eqc = maxc == minc;
+  const float cr = maxc - minc;
+  const float s = cr / (eqc ? 1.f : maxc);
+  const float div = eqc ? 1.f : cr;
+  const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
+  float h = 0;
+  if (maxc == r)
+    h = bc - gc;
+  else if (maxc == g)
+    h = 2.f + rc - bc;
+  else
+    h = 4.f + gc - rc;
+  h = std::fmod(h / 6.f + 1.f, 1.f);
+  h = h + hue;
+  h = h - std::floor(h);  // Python's % 1.0
+  const float val = maxc;
+  const float fi = std::floor(h * 6.f), f = h * 6.f - fi;
+  const int i = ((static_cast<int>(fi) % 6) + 6) % 6;
+  const float p = clamp01(val * (1.f - s)), q = clamp01(val * (1.f - s * f)), t = clamp01(val * (1.f - s * (1.f - f)));
+  static const int kSel[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3}, {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
+  const float opts[4] = {val, p, q, t};  // 0 v, 1 p, 2 q, 3 t
+  for (int c = 0; c < 3; ++c) v[c] = opts[kSel[i][c]];
+}
+}  // namespace
+
+void PhotoSource::convert_jitter(const uint8_t* src, int64_t count, float* dst, int64_t plane, const Augment& a,
+                                 float mean) const {
+  const int64_t C = reader_.channels();
+  for (int64_t k = 0; k < count; ++k) {
+    float v[3];
+    for (int64_t c = 0; c < C; ++c) v[c] = static_cast<float>(src[k * C + c]) / 255.0f;
+    for (int o : a.order) {
+      if (o == 0) {
+        for (int64_t c = 0; c < C; ++c) v[c] = clamp01(v[c] * a.brightness);
+      } else if (o == 1) {
+        for (int64_t c = 0; c < C; ++c) v[c] = clamp01(a.contrast * v[c] + (1 - a.contrast) * mean);
+      } else if (o == 2 && C == 3) {
+        const float gray = 0.2989f * v[0] + 0.587f * v[1] + 0.114f * v[2];
+        for (int c = 0; c < 3; ++c) v[c] = clamp01(a.saturation * v[c] + (1 - a.saturation) * gray);
+      } else if (o == 3 && C == 3) {
+        shift_hue(v, a.hue);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c)
+      dst[c * plane + k] = (v[c] - mean_[static_cast<size_t>(c)]) / std_[static_cast<size_t>(c)];
   }
 }
 
@@ -89,6 +197,42 @@ void PhotoSource::convert(const uint8_t* src, int64_t count, float* dst, int64_t
 }
 
 void PhotoSource::read_image(int64_t i, float* dst) const {
+  if (!augmenting()) return read_image_plain(i, dst);
+  const Augment a = augment(i);
+  const PhotoEntry& e = reader_.entry(i);
+  const int64_t C = reader_.channels(), H = e.height, W = e.width, plane = H * W;
+  for (int64_t c = 0; c < C; ++c)
+    std::fill(dst + c * plane, dst + (c + 1) * plane, (0.0f - mean_[static_cast<size_t>(c)]) / std_[static_cast<size_t>(c)]);
+  float m = 0;
+  if (a.jitter) {
+    m = gray_mean(i);
+    for (int o : a.order) {
+      if (o == 0) m *= a.brightness;  // brightness before contrast scales the mean
+      if (o == 1) break;
+    }
+  }
+  size_t n = 0;
+  const uint8_t* p = reader_.bytes(i, &n);
+  std::unique_ptr<RowDecoder> d = RowDecoder::open(p, n, static_cast<int>(C), reader_.name(i));
+  std::vector<uint8_t> row(static_cast<size_t>(W * C));
+  const int64_t sx0 = std::max<int64_t>(0, -a.tx), sx1 = std::min<int64_t>(W, W - a.tx);
+  for (int64_t sy = 0; sy < H; ++sy) {
+    const int64_t y = sy + a.ty;
+    if (y < 0) {
+      d->skip(1);
+      continue;
+    }
+    if (y >= H || sx1 <= sx0) break;
+    d->read(row.data());
+    float* out = dst + y * W + sx0 + a.tx;
+    if (a.jitter)
+      convert_jitter(row.data() + sx0 * C, sx1 - sx0, out, plane, a, m);
+    else
+      convert(row.data() + sx0 * C, sx1 - sx0, out, plane);
+  }
+}
+
+void PhotoSource::read_image_plain(int64_t i, float* dst) const {
   size_t n = 0;
   const uint8_t* p = reader_.bytes(i, &n);
   const std::string name = reader_.name(i);
@@ -138,22 +282,51 @@ void PhotoSource::return_cursor(std::unique_ptr<Cursor> c) const {
 void PhotoSource::read_instances(int64_t i, const int64_t* idx, int64_t n, float* dst) const {
   if (n <= 0) return;
   const PatchGrid g = grid(i);
-  const int64_t C = reader_.channels(), ph = g.patch_h, pw = g.patch_w, count = g.count();
+  const int64_t C = reader_.channels(), ph = g.patch_h, pw = g.patch_w, count = g.count(), plane = ph * pw;
   for (int64_t k = 0; k < n; ++k)
     IPSNET_CHECK(idx[k] >= 0 && idx[k] < count, "patch ", idx[k], " of image ", i, " outside its ", count);
-  // Patches in row order; the columns any of them covers.
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return g.row0(idx[a]) < g.row0(idx[b]); });
+  const Augment a = augment(i);
+  float m = 0;  // the contrast mean (jitter)
+  if (a.jitter) {
+    m = gray_mean(i);
+    for (int o : a.order) {
+      if (o == 0) m *= a.brightness;
+      if (o == 1) break;
+    }
+  }
+  // Patch k shows the source region at (row0 - ty, col0 - tx); what falls
+  // outside the image is the fill (0 before normalisation).
+  struct Span {
+    int64_t sy0, sx0, ry0, ry1, cx0, cx1;  // source origin; rows [ry0, ry1), columns [cx0, cx1) inside the image
+  };
+  std::vector<Span> span(static_cast<size_t>(n));
+  std::vector<int64_t> order;
   int64_t c0 = g.width, c1 = 0;
   for (int64_t k = 0; k < n; ++k) {
-    c0 = std::min(c0, g.col0(idx[k]));
-    c1 = std::max(c1, g.col0(idx[k]) + pw);
+    Span& sp = span[static_cast<size_t>(k)];
+    sp.sy0 = g.row0(idx[k]) - a.ty;
+    sp.sx0 = g.col0(idx[k]) - a.tx;
+    sp.ry0 = std::max<int64_t>(0, sp.sy0);
+    sp.ry1 = std::min<int64_t>(g.height, sp.sy0 + ph);
+    sp.cx0 = std::max<int64_t>(0, sp.sx0);
+    sp.cx1 = std::min<int64_t>(g.width, sp.sx0 + pw);
+    float* out = dst + k * C * plane;
+    if (sp.ry0 >= sp.ry1 || sp.cx0 >= sp.cx1 || a.ty != 0 || a.tx != 0)
+      for (int64_t c = 0; c < C; ++c)
+        std::fill(out + c * plane, out + (c + 1) * plane,
+                  (0.0f - mean_[static_cast<size_t>(c)]) / std_[static_cast<size_t>(c)]);
+    if (sp.ry0 >= sp.ry1 || sp.cx0 >= sp.cx1) continue;  // wholly outside: all fill
+    order.push_back(k);
+    c0 = std::min(c0, sp.cx0);
+    c1 = std::max(c1, sp.cx1);
   }
+  if (order.empty()) return;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return span[static_cast<size_t>(x)].ry0 < span[static_cast<size_t>(y)].ry0; });
   // Continue a decoder left above these rows by an earlier call (the
   // selection reads an image's patches chunk by chunk, top to bottom), else
   // open one.
-  std::unique_ptr<Cursor> cur = take_cursor(i, g.row0(idx[order[0]]), c0, c1);
+  std::unique_ptr<Cursor> cur = take_cursor(i, span[static_cast<size_t>(order[0])].ry0, c0, c1);
   if (!cur) {
     size_t nbytes = 0;
     const uint8_t* p = reader_.bytes(i, &nbytes);
@@ -173,22 +346,28 @@ void PhotoSource::read_instances(int64_t i, const int64_t* idx, int64_t n, float
     }
   }
   RowDecoder& d = *cur->dec;
-  const int64_t row_bytes = d.row_width() * C, plane = ph * pw;
+  const int64_t row_bytes = d.row_width() * C;
   uint8_t* ring = cur->ring.data();
-  for (size_t next = 0; next < order.size(); ++next) {
-    const int64_t k = order[next], y0 = g.row0(idx[k]);
-    // Rows above y0 that no pending patch needs are skipped (no IDCT for JPEG).
-    if (d.next_row() < y0) {
-      d.skip(y0 - d.next_row());
+  for (int64_t k : order) {
+    const Span& sp = span[static_cast<size_t>(k)];
+    // Rows above that no pending patch needs are skipped (no IDCT for JPEG).
+    if (d.next_row() < sp.ry0) {
+      d.skip(sp.ry0 - d.next_row());
       cur->valid_from = d.next_row();
     }
-    while (d.next_row() < y0 + ph) {
+    while (d.next_row() < sp.ry1) {
       d.read(ring + (d.next_row() % ph) * row_bytes);  // read() advances next_row()
       cur->valid_from = std::max(cur->valid_from, d.next_row() - ph);
     }
-    const int64_t x0 = g.col0(idx[k]) - d.col0();
     float* out = dst + k * C * plane;
-    for (int64_t y = 0; y < ph; ++y) convert(ring + ((y0 + y) % ph) * row_bytes + x0 * C, pw, out + y * pw, plane);
+    for (int64_t sy = sp.ry0; sy < sp.ry1; ++sy) {
+      const uint8_t* src = ring + (sy % ph) * row_bytes + (sp.cx0 - d.col0()) * C;
+      float* o = out + (sy - sp.sy0) * pw + (sp.cx0 - sp.sx0);
+      if (a.jitter)
+        convert_jitter(src, sp.cx1 - sp.cx0, o, plane, a, m);
+      else
+        convert(src, sp.cx1 - sp.cx0, o, plane);
+    }
   }
   return_cursor(std::move(cur));
 }

@@ -5,6 +5,16 @@
 // (SourceOptions). Values are float in [0, 1] (C, H, W), or normalised per
 // channel ((x - mean) / std) with SourceOptions::normalize = "imagenet".
 //
+// Training augmentation (SourceOptions::jitter, translate), as the
+// reference's ColorJitter(j, j, j, j) then RandomAffine(translate) and
+// before the normalisation: per (augment_seed, epoch, image) a random order of
+// brightness, contrast, saturation and hue factors (torchvision's formulas,
+// float, clamped to [0, 1]) and a shift (ty, tx) in [-translate, translate]
+// with zero fill. Contrast blends with the image's mean gray level, taken
+// from the unaugmented image (times the brightness factor when brightness
+// comes first; exact unless clamping or hue intervene), computed once per
+// image with a streaming decode. Lazy and eager reads agree exactly.
+//
 // Lazy loading decodes only the rows the requested patches cover (JPEG:
 // jpeg_skip_scanlines over the others, columns cropped with
 // jpeg_crop_scanline; PNG: rows inflated up to the last one needed, then the
@@ -49,6 +59,16 @@ class PhotoSource : public DataSource {
   int64_t channels() const override { return reader_.channels(); }
   PatchGrid grid(int64_t i) const override;
   void read_image(int64_t i, float* dst) const override;
+  void set_epoch(int64_t epoch) override { epoch_.store(epoch); }
+
+  /// The augmentation of image i in the current epoch (tests).
+  struct Augment {
+    int64_t ty = 0, tx = 0;                       // content moves down / right by (ty, tx)
+    float brightness = 1, contrast = 1, saturation = 1, hue = 0;
+    int order[4] = {0, 1, 2, 3};                  // 0 brightness, 1 contrast, 2 saturation, 3 hue
+    bool jitter = false;
+  };
+  Augment augment(int64_t i) const;
 
   const PhotoReader& reader() const { return reader_; }
   /// Bytes of the largest row band one read_instances call held (tests, benchmarks).
@@ -61,10 +81,21 @@ class PhotoSource : public DataSource {
   // dst[c * plane + k] = (v / 255 - mean[c]) / std[c], k over `count` pixels
   // interleaved in src with channels C.
   void convert(const uint8_t* src, int64_t count, float* dst, int64_t plane) const;
+  // convert() with the colour jitter of `a` (mean: the image's gray mean).
+  void convert_jitter(const uint8_t* src, int64_t count, float* dst, int64_t plane, const Augment& a,
+                      float mean) const;
+  float gray_mean(int64_t i) const;
+  void read_image_plain(int64_t i, float* dst) const;
+  bool augmenting() const { return jitter_ > 0 || translate_ > 0; }
   PhotoReader reader_;
   int64_t patch_h_ = 0, patch_w_ = 0, stride_h_ = 0, stride_w_ = 0;
   std::array<float, 3> mean_{{0, 0, 0}}, std_{{1, 1, 1}};
   mutable std::atomic<int64_t> peak_band_{0}, decoders_opened_{0};
+  double jitter_ = 0;
+  int64_t translate_ = 0;
+  uint64_t augment_seed_ = 0;
+  std::atomic<int64_t> epoch_{0};
+  std::unique_ptr<std::atomic<float>[]> gray_means_;  // NaN until computed
   struct Cursor;
   std::unique_ptr<Cursor> take_cursor(int64_t i, int64_t first_row, int64_t c0, int64_t c1) const;
   void return_cursor(std::unique_ptr<Cursor> c) const;

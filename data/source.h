@@ -29,6 +29,10 @@ struct SourceOptions {
   int64_t patch_size = 0;    // square patches of this side (image sources)
   int64_t patch_stride = 0;  // grid stride (0: patch_size)
   std::string normalize = "none";  // none | imagenet: (x - mean) / std per channel (photos)
+  // Training augmentation (photos), drawn per (augment_seed, epoch, image):
+  double jitter = 0.0;        // colour jitter strength for brightness, contrast, saturation, hue (0: off)
+  int64_t translate = 0;      // random translation of up to this many pixels in each direction (0: off)
+  uint64_t augment_seed = 0;
 };
 
 /// One split of stored data. Every reader is safe to call from several
@@ -63,6 +67,8 @@ class DataSource {
   virtual bool instance_is_zero(int64_t i, int64_t p) const { return false; }
   /// Pages image i in ahead of use and verifies it (prefetch thread); optional.
   virtual void prefetch(int64_t i) const {}
+  /// The epoch whose augmentation the next reads use (sources that augment).
+  virtual void set_epoch(int64_t epoch) {}
 
   // ---- whole images (sources with pixels) ----------------------------------
   /// False for sources without pixels (feature bags).

@@ -138,7 +138,7 @@ const std::vector<KeySpec>& specs() {
       INT_KEY(n_epoch), INT_KEY(n_epoch_warmup), DBL_KEY(lr), DBL_KEY(wd), INT_KEY(n_worker),
       BOOL_KEY(pin_memory), BOOL_KEY(use_pos), BOOL_KEY(shuffle), STR_KEY(shuffle_style), BOOL_KEY(is_image),
       INT_KEY(n_chan_in), PATCH_KEY(patch_size), PATCH_KEY(patch_stride), STR_KEY(enc_type),
-      STR_KEY(normalize),
+      STR_KEY(normalize), DBL_KEY(augment_jitter), INT_KEY(augment_translate),
       BOOL_KEY(pretrained), INT_KEY(n_res_blocks), INT_KEY(N), INT_KEY(M), INT_KEY(I), INT_KEY(D), INT_KEY(H),
       INT_KEY(D_k), INT_KEY(D_v), INT_KEY(D_inner), DBL_KEY(attn_dropout), DBL_KEY(dropout), INT_KEY(n_token),
       {"tasks", Kind::Tasks,
@@ -259,6 +259,9 @@ void validate(const Config& c) {
   positive(c.n_chan_in, "n_chan_in");
   IPSNET_CHECK(c.normalize == "none" || c.normalize == "imagenet", "config key 'normalize': expected none or imagenet, got '",
                c.normalize, "'");
+  IPSNET_CHECK(c.augment_jitter >= 0 && c.augment_jitter <= 0.5, "config key 'augment_jitter': expected 0..0.5, got ",
+               c.augment_jitter);
+  IPSNET_CHECK(c.augment_translate >= 0, "config key 'augment_translate': expected >= 0, got ", c.augment_translate);
   IPSNET_CHECK(c.n_epoch_warmup >= 0, "config key 'n_epoch_warmup': expected >= 0, got ", c.n_epoch_warmup);
   IPSNET_CHECK(c.lr > 0, "config key 'lr': expected > 0, got ", c.lr);
   IPSNET_CHECK(c.wd >= 0, "config key 'wd': expected >= 0, got ", c.wd);

@@ -77,6 +77,8 @@ struct Config {
   std::string pretrained_path;   // safetensors with torchvision ResNet names
   std::string freeze = "none";   // none | all | all_but_last (frozen backbone strategies)
   std::string normalize = "none";  // none | imagenet: photos as (x - mean) / std per channel (docs/data.md)
+  double augment_jitter = 0.0;     // photos, training only: colour jitter of brightness, contrast, saturation, hue
+  int64_t augment_translate = 0;   // photos, training only: random translation of up to this many pixels
   int64_t eval_every = 1;        // epochs
   int64_t log_every = 0;         // steps between log lines (0: progress bar only)
   bool prefetch = true;          // prepare the next batch in the background

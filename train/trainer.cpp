@@ -34,7 +34,7 @@ namespace {
 // Independent random streams derived from (seed, purpose, counter): every
 // draw of a step depends only on the seed and the step number, which makes
 // resuming exact without saving generator states.
-enum Purpose : uint64_t { kInit = 1, kEpochOrder = 2, kSelect = 3, kDropout = 4, kEvalSelect = 5 };
+enum Purpose : uint64_t { kInit = 1, kEpochOrder = 2, kSelect = 3, kDropout = 4, kEvalSelect = 5, kAugment = 6 };
 uint64_t derive_seed(int64_t seed, Purpose p) {
   uint64_t x = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(p) * 0xBF58476D1CE4E5B9ull;
   x ^= x >> 31;
@@ -72,11 +72,20 @@ void Trainer::open_data(bool eval_only) {
   so.patch_stride = cfg_.patch_stride;
   so.normalize = cfg_.normalize;
   // Evaluation opens only the split it evaluates (a directory may hold only test.npy's split).
-  if (!eval_only || cfg_.eval_split == "train") train_source_ = data::open_source(cfg_.data_dir, "train", so);
+  // Augmentation for the training split only (evaluation reads it as stored).
+  data::SourceOptions train_so = so;
+  train_so.jitter = cfg_.augment_jitter;
+  train_so.translate = cfg_.augment_translate;
+  train_so.augment_seed = derive_seed(cfg_.seed, kAugment);
+  if (!eval_only || cfg_.eval_split == "train")
+    train_source_ = data::open_source(cfg_.data_dir, "train", eval_only ? so : train_so);
   if (!eval_only || cfg_.eval_split != "train") eval_source_ = data::open_source(cfg_.data_dir, cfg_.eval_split, so);
   const data::DataSource& first = train_source_ ? *train_source_ : *eval_source_;
   IPSNET_CHECK(cfg_.normalize == "none" || first.kind() == "photos", "config key 'normalize': ", cfg_.normalize,
                " applies to photographs; the ", first.kind(), " data of '", cfg_.data_dir, "' is used as stored");
+  IPSNET_CHECK((cfg_.augment_jitter == 0 && cfg_.augment_translate == 0) || first.kind() == "photos",
+               "config keys 'augment_jitter', 'augment_translate' apply to photographs, not to the ", first.kind(),
+               " data of '", cfg_.data_dir, "'");
   check_tasks(first, cfg_.tasks);
   if (first.size() > 0) {
     const int64_t N = first.num_instances(0);
@@ -344,6 +353,7 @@ bool Trainer::fit() {
   std::string best = (fs::path(run_dir_) / "checkpoint_best.safetensors").string();
   while (epoch_ < cfg_.n_epoch) {
     std::vector<int64_t> order = epoch_order(epoch_);
+    train_source_->set_epoch(epoch_);  // the epoch's augmentation (none is prepared ahead across epochs)
     reset_peak_memory(device_);
     auto t0 = std::chrono::steady_clock::now();
     Progress prog("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(cfg_.n_epoch), n_train_, !quiet_);

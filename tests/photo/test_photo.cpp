@@ -480,6 +480,83 @@ TEST(PhotoSource, lazy_patches_equal_whole_image) {
   }
 }
 
+// Augmentation: lazy patches equal the augmented whole image's; the draw
+// depends on (seed, epoch, image) only; a translation moves the content.
+TEST(PhotoSource, augmentation_is_deterministic_and_lazy_equals_eager) {
+  TempDir t;
+  const int64_t H = 90, W = 120;
+  auto px = make_pixels(H, W, 3, 5);
+  write_bytes(t / "src/a/0.png", data::encode_png(px.data(), H, W, 3));
+  if (data::jpeg_supported()) write_bytes(t / "src/a/1.jpg", jpeg_420(px, H, W, false));
+  data::import_images(t / "src", t / "out", quiet());
+  data::SourceOptions so;
+  so.patch_size = 30;
+  so.patch_stride = 20;
+  so.normalize = "imagenet";
+  so.jitter = 0.1;
+  so.translate = 25;
+  so.augment_seed = 42;
+  auto src = data::open_source(t / "out", "train", so);
+  auto* photo = dynamic_cast<data::PhotoSource*>(src.get());
+  ASSERT_NE(photo, nullptr);
+  const int64_t C = 3, plane = H * W;
+  std::mt19937 gen(5);
+  std::vector<std::vector<float>> by_epoch;
+  for (int64_t epoch : {0, 1, 0}) {
+    src->set_epoch(epoch);
+    for (int64_t i = 0; i < src->size(); ++i) {
+      const PatchGrid g = src->grid(i);
+      const int64_t P = g.patch_numel(C);
+      std::vector<float> img(static_cast<size_t>(C * plane));
+      src->read_image(i, img.data());
+      if (i == 0) by_epoch.push_back(img);
+      for (int trial = 0; trial < 4; ++trial) {
+        std::vector<int64_t> idx;
+        const int64_t n = 1 + gen() % g.count();
+        for (int64_t k = 0; k < n; ++k) idx.push_back(gen() % g.count());
+        std::vector<float> got(static_cast<size_t>(n * P));
+        src->read_instances(i, idx.data(), n, got.data());
+        for (int64_t k = 0; k < n; ++k)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t y = 0; y < g.patch_h; ++y)
+              for (int64_t x = 0; x < g.patch_w; ++x)
+                ASSERT_EQ(got[static_cast<size_t>(k * P + (c * g.patch_h + y) * g.patch_w + x)],
+                          img[static_cast<size_t>(g.source_offset(idx[static_cast<size_t>(k)], c, y, x))])
+                    << "epoch " << epoch << " image " << i << " patch " << idx[static_cast<size_t>(k)];
+      }
+    }
+  }
+  EXPECT_NE(by_epoch[0], by_epoch[1]);  // another epoch, another draw
+  EXPECT_EQ(by_epoch[0], by_epoch[2]);  // the same epoch, the same draw
+  // Translation only: the augmented image is the plain one moved by (ty, tx), zero-filled.
+  so.jitter = 0;
+  so.normalize = "none";
+  auto tr = data::open_source(t / "out", "train", so);
+  so.translate = 0;
+  auto plain = data::open_source(t / "out", "train", so);
+  std::vector<float> a(static_cast<size_t>(C * plane)), b(a.size());
+  tr->set_epoch(3);
+  tr->read_image(0, a.data());
+  plain->read_image(0, b.data());
+  const auto aug = dynamic_cast<data::PhotoSource*>(tr.get())->augment(0);
+  EXPECT_TRUE(aug.ty != 0 || aug.tx != 0);
+  EXPECT_LE(std::abs(aug.ty), 25);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t sy = y - aug.ty, sx = x - aug.tx;
+        const float want = (sy < 0 || sy >= H || sx < 0 || sx >= W) ? 0.0f : b[static_cast<size_t>((c * H + sy) * W + sx)];
+        ASSERT_EQ(a[static_cast<size_t>((c * H + y) * W + x)], want) << c << " " << y << " " << x;
+      }
+  // Brightness alone (hue, saturation, contrast factors near 1) keeps values in [0, 1].
+  so.jitter = 0.5;
+  so.translate = 0;
+  auto j = data::open_source(t / "out", "train", so);
+  j->read_image(0, a.data());
+  for (float v : a) ASSERT_TRUE(v >= 0.0f && v <= 1.0f);
+  EXPECT_NE(a, b);
+}
+
 TEST(PhotoSource, values_labels_and_normalisation) {
   TempDir t;
   std::vector<uint8_t> px = {0, 51, 255, 255, 0, 102};  // 1x2 RGB

@@ -65,7 +65,7 @@ TEST(PhotoTrain, import_train_eval_end_to_end) {
   for (const char* eager : {"false", "true"}) {
     const std::string out = t / (std::string("runs_") + eager);
     ASSERT_EQ(testing_data::run_capture(bin + " train --quiet --config " + (t / "cfg.yaml") + " --data " +
-                                            (t / "data") + " --out " + out + " --set eager=" + eager,
+                                            (t / "data") + " --out " + out + " --set 'augment_jitter=0.1;augment_translate=8;eager=" + eager + "'",
                                         &text),
               0)
         << text;
@@ -100,6 +100,17 @@ TEST(PhotoTrain, normalize_is_refused_for_canvases) {
     EXPECT_NE(std::string(e.what()).find("normalize"), std::string::npos) << e.what();
   }
   c.normalize = "bogus";
+  EXPECT_THROW(train::validate(c), Error);
+  c.normalize = "none";
+  c.augment_translate = 10;
+  try {
+    train::Trainer t(c, true);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("augment_translate"), std::string::npos) << e.what();
+  }
+  c.augment_translate = 0;
+  c.augment_jitter = 0.7;
   EXPECT_THROW(train::validate(c), Error);
 }
 
