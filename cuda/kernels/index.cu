@@ -9,7 +9,7 @@
 #include <climits>
 
 #include "cuda/kernels/common.cuh"
-#include "engine/math/patches.h"
+#include "engine/backend/geometry.h"
 
 namespace ipsnet {
 namespace cuda {
@@ -288,13 +288,7 @@ void cut_patches_cuda(CudaContext& ctx, DType t, const void* image, const int64_
                       int64_t c, int64_t h, int64_t w, int64_t k, int64_t ph, int64_t pw, int64_t sh, int64_t sw) {
   const int64_t total = b * k * c * ph * pw;
   if (total == 0) return;
-  PatchGrid g;
-  g.height = h;
-  g.width = w;
-  g.patch_h = ph;
-  g.patch_w = pw;
-  g.stride_h = sh;
-  g.stride_w = sw;
+  const PatchGrid g = make_patch_grid(h, w, ph, pw, sh, sw);
   dispatch_float_int64(t, "cut_patches", [&](auto z) {
     using T = decltype(z);
     cut_patches_kernel<T><<<grid_for(ctx, total, kThreads), kThreads, 0, ctx.stream>>>(
