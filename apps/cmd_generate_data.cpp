@@ -204,7 +204,8 @@ int run_generate(const std::vector<std::string>& args) {
   return 0;
 }
 
-CommandRegistrar reg("generate-data", "generate Megapixel MNIST (ats | ips | pineneedle) or resized MNIST (mnist)",
+CommandRegistrar reg("generate-data",
+                     "generate Megapixel MNIST (ats | ips | pineneedle), resized MNIST (mnist) or street scenes (signs)",
                      run_generate);
 
 }  // namespace
