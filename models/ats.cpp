@@ -206,6 +206,21 @@ std::vector<std::pair<int64_t, int64_t>> patch_corners(const std::vector<int64_t
   return out;
 }
 
+std::vector<int64_t> grid_cells(const std::vector<int64_t>& pos, int64_t h, int64_t w, const PatchGrid& grid) {
+  const double sr = static_cast<double>(grid.height) / static_cast<double>(h);
+  const double sc = static_cast<double>(grid.width) / static_cast<double>(w);
+  std::vector<int64_t> out;
+  out.reserve(pos.size());
+  for (int64_t s : pos) {
+    IPSNET_CHECK(s >= 0 && s < h * w, "ats::grid_cells: position ", s, " outside the ", h, "x", w, " view");
+    const double yr = static_cast<double>(s / w) * sr + sr / 2, xc = static_cast<double>(s % w) * sc + sc / 2;
+    const int64_t r = std::min<int64_t>(grid.rows() - 1, static_cast<int64_t>(yr / static_cast<double>(grid.stride_h)));
+    const int64_t c = std::min<int64_t>(grid.cols() - 1, static_cast<int64_t>(xc / static_cast<double>(grid.stride_w)));
+    out.push_back(r * grid.cols() + c);
+  }
+  return out;
+}
+
 }  // namespace ats
 
 namespace {

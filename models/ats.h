@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/math/patches.h"
 #include "layers/layers.h"
 #include "models/resnet.h"
 
@@ -63,6 +64,11 @@ Tensor entropy_regularizer(const Tensor& attention, double strength);
 /// zero-padded there).
 std::vector<std::pair<int64_t, int64_t>> patch_corners(const std::vector<int64_t>& pos, int64_t h, int64_t w,
                                                        int64_t H, int64_t W, int64_t p);
+
+/// The cell of a patch grid (row-major index) that holds the centre of the
+/// patch at each position of pos (as patch_corners maps them: centre =
+/// s * step + step / 2); centres past the last cell go to the last one.
+std::vector<int64_t> grid_cells(const std::vector<int64_t>& pos, int64_t h, int64_t w, const PatchGrid& grid);
 
 }  // namespace ats
 

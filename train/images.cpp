@@ -1,9 +1,8 @@
 #include "train/images.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
-
-#include "data/resize.h"
 
 namespace ipsnet {
 namespace train {
@@ -14,6 +13,39 @@ std::pair<int64_t, int64_t> scaled_size(int64_t H, int64_t W, double scale) {
 }
 
 namespace {
+// Area interpolation of one (in_h, in_w) plane to (out_h, out_w): every
+// output pixel is the mean of the input area it covers (separable box
+// weights). Values are not clamped: normalised photographs are negative too.
+void area_resize(const float* src, int64_t in_h, int64_t in_w, float* dst, int64_t out_h, int64_t out_w) {
+  auto weights = [](int64_t in, int64_t out) {
+    std::vector<std::vector<std::pair<int64_t, double>>> w(static_cast<size_t>(out));
+    const double s = static_cast<double>(in) / static_cast<double>(out);
+    for (int64_t o = 0; o < out; ++o) {
+      const double a = static_cast<double>(o) * s, b = static_cast<double>(o + 1) * s;
+      const int64_t end = std::min<int64_t>(in, static_cast<int64_t>(std::ceil(b)));
+      for (int64_t i = static_cast<int64_t>(std::floor(a)); i < end; ++i) {
+        const double cover = std::min<double>(b, static_cast<double>(i + 1)) - std::max<double>(a, static_cast<double>(i));
+        if (cover > 1e-12) w[static_cast<size_t>(o)].emplace_back(i, cover / s);
+      }
+    }
+    return w;
+  };
+  const auto wr = weights(in_h, out_h), wc = weights(in_w, out_w);
+  std::vector<double> tmp(static_cast<size_t>(in_h * out_w));
+  for (int64_t r = 0; r < in_h; ++r)
+    for (int64_t oc = 0; oc < out_w; ++oc) {
+      double acc = 0;
+      for (const auto& [i, wt] : wc[static_cast<size_t>(oc)]) acc += wt * src[r * in_w + i];
+      tmp[static_cast<size_t>(r * out_w + oc)] = acc;
+    }
+  for (int64_t orow = 0; orow < out_h; ++orow)
+    for (int64_t oc = 0; oc < out_w; ++oc) {
+      double acc = 0;
+      for (const auto& [i, wt] : wr[static_cast<size_t>(orow)]) acc += wt * tmp[static_cast<size_t>(i * out_w + oc)];
+      dst[orow * out_w + oc] = static_cast<float>(acc);
+    }
+}
+
 void check_pixels(const data::DataSource& source, const char* what) {
   IPSNET_CHECK(source.has_pixels(), what, ": the ", source.kind(), " data source has no pixels (feature bags)");
 }
@@ -40,7 +72,7 @@ Tensor read_images(const data::DataSource& source, const std::vector<int64_t>& i
       continue;
     }
     source.read_image(ids[static_cast<size_t>(b)], full.data());
-    for (int64_t c = 0; c < C; ++c) data::resize_area(full.data() + c * H * W, H, W, dst + c * h * w, h, w);
+    for (int64_t c = 0; c < C; ++c) area_resize(full.data() + c * H * W, H, W, dst + c * h * w, h, w);
   }
   return device.is_cpu() ? out : out.to(device);
 }

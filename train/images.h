@@ -19,8 +19,8 @@ std::pair<int64_t, int64_t> scaled_size(int64_t H, int64_t W, double scale);
 
 /// (B, C, h, w) on `device`: the whole images `ids`, each downscaled by
 /// `scale` with area interpolation (every output pixel averages the input
-/// area it covers; values clamped to [0, 1]); scale 1: full size. All images
-/// must have the size of the first.
+/// area it covers; no clamping: normalised photographs keep their values);
+/// scale 1: full size. All images must have the size of the first.
 Tensor read_images(const data::DataSource& source, const std::vector<int64_t>& ids, double scale, Device device);
 
 /// (B, C, h, w) on `device`: the low-resolution views of `ids`: the stored

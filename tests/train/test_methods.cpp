@@ -314,9 +314,11 @@ TEST(MethodAts, ReadsTheStoredLowResolutionView) {
   const auto src = data::open_source(tiny_ats().dir, "test", {28, 28});
   EXPECT_EQ(train::read_lowres_views(*src, {0, 1}, 0.0, Device::cpu()).shape(), Shape({2, 1, 20, 20}));
   EXPECT_TRUE(std::isfinite(t.train_step(std::vector<int64_t>{0, 1, 2, 3})));
+  // attend speaks in the source's instances (the 6x6 grid of 28 px patches).
   train::Attention at = t.attend("test", {0}, true);
-  EXPECT_EQ(at.all_scores.shape(), Shape({1, 20 * 20}));
+  EXPECT_EQ(at.all_scores.shape(), Shape({1, 36}));
   EXPECT_EQ(at.idx.shape(), Shape({1, 4}));
+  EXPECT_NEAR(ops::sum(at.all_scores).item(), 1.0, 1e-5);
 }
 
 TEST(MethodAts, ScaleOnTheFlyAndTopkEvaluation) {
@@ -327,8 +329,21 @@ TEST(MethodAts, ScaleOnTheFlyAndTopkEvaluation) {
   train::EvalResult r = t.evaluate("test");
   EXPECT_EQ(r.images, 16);
   train::Attention at = t.attend("test", {0}, true);
-  EXPECT_EQ(at.all_scores.shape(), Shape({1, 42 * 42}));
-  EXPECT_EQ(at.idx.to_vector<int64_t>(), ops::topk(at.all_scores, 3, 1).second.to_vector<int64_t>());
+  EXPECT_EQ(at.all_scores.shape(), Shape({1, 36}));
+  // Each chosen cell's score is its attention mass.
+  EXPECT_EQ(testing::max_abs_diff(at.scores, ops::gather(at.all_scores, 1, at.idx)), 0.0);
+  // Top-k evaluation is deterministic.
+  train::Attention again = t.attend("test", {0}, true);
+  EXPECT_EQ(again.idx.to_vector<int64_t>(), at.idx.to_vector<int64_t>());
+}
+
+TEST(MethodAts, PositionsToGridCells) {
+  PatchGrid g;
+  g.height = g.width = 1500;
+  g.patch_h = g.patch_w = g.stride_h = g.stride_w = 50;
+  // 180x180 view: centres at s * 8.33 + 4.17.
+  EXPECT_EQ(ats::grid_cells({0, 179, 180 * 180 - 1, 180 * 6 + 6}, 180, 180, g),
+            std::vector<int64_t>({0, 29, 899, 30 + 1}));
 }
 
 TEST(MethodAts, BadInputIsOneClearLine) {

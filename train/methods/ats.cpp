@@ -114,18 +114,41 @@ class ATSMethod : public Method {
     return out;
   }
 
-  // The positions it draws (or the top n with ats_eval: topk), their
-  // attention, and with all_scores the attention over every position of the
-  // low-resolution view (B, h*w) -- not the patch grid of IPS.
+  // Where it looks, in the instances of the source (the Method contract,
+  // so that `ipsnet attention-maps` draws it on the patch grid): the grid
+  // cells holding the centres of the drawn patches (or of the top n with
+  // ats_eval: topk), each cell's score the attention mass of the positions
+  // whose centres it holds; all_scores: that mass for every cell (B, N).
+  // (The attention over the positions themselves: ATSNet::attention.)
   Attention attend(Batch& batch, bool all_scores, Generator& gen) override {
     NoGradGuard ng;
-    Tensor a = model_->net_->attention(lowres(batch));
+    Tensor x_low = lowres(batch);
+    Tensor a = model_->net_->attention(x_low).to(Device::cpu()).contiguous();  // (B, K)
+    const int64_t B = a.size(0), K = a.size(1), h = x_low.size(2), w = x_low.size(3);
+    Tensor pos = cfg_.ats_eval == "sample" ? ats::sample(a, cfg_.n_patches, cfg_.ats_replace, gen)
+                                           : ats::top_positions(a, cfg_.n_patches);
+    const PatchGrid g = batch.source().grid(batch.ids()[0]);
+    const int64_t N = g.count(), n = pos.size(1);
+    std::vector<int64_t> all(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) all[static_cast<size_t>(k)] = k;
+    const std::vector<int64_t> cell_of = ats::grid_cells(all, h, w, g);
+    std::vector<float> mass(static_cast<size_t>(B * N), 0.0f);
+    const std::vector<float> av = a.to_vector<float>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < K; ++k) mass[static_cast<size_t>(b * N + cell_of[static_cast<size_t>(k)])] += av[static_cast<size_t>(b * K + k)];
+    std::vector<int64_t> idx = pos.to_vector<int64_t>();
+    std::vector<float> scores(idx.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t& v = idx[static_cast<size_t>(b * n + j)];
+        v = cell_of[static_cast<size_t>(v)];
+        scores[static_cast<size_t>(b * n + j)] = mass[static_cast<size_t>(b * N + v)];
+      }
     Attention r;
-    r.idx = cfg_.ats_eval == "sample" ? ats::sample(a, cfg_.n_patches, cfg_.ats_replace, gen)
-                                      : ats::top_positions(a, cfg_.n_patches);
-    r.scores = ops::gather(a, 1, r.idx.to(device_)).to(Device::cpu());
-    if (all_scores) r.all_scores = a.to(Device::cpu());
-    r.n_encoded = r.idx.numel();
+    r.idx = Tensor::from_vector(idx, {B, n});
+    r.scores = Tensor::from_vector(scores, {B, n});
+    if (all_scores) r.all_scores = Tensor::from_vector(mass, {B, N});
+    r.n_encoded = B * n;
     lowres_ = Tensor();
     lowres_ids_.clear();
     return r;

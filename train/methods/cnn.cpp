@@ -173,9 +173,10 @@ class CNNMethod : public Method {
     const double params = static_cast<double>(net_->num_parameters()) * 4.0;
     const double act = B * static_cast<double>(h * w) * per_pixel;
     const double need = fixed + act + 2 * params + B * C * h * w * 4.0 + C * H * W * 4.0;
-    estimate_bytes_ = need;
     const int64_t have = device_memory_bytes(cfg_, device_);
-    IPSNET_CHECK(have <= 0 || need <= static_cast<double>(have), "method cnn: a training step on B = ", cfg_.B,
+    // 10 % headroom: the two-probe fit came out 3-4 % below the measured peaks
+    // (1500x1500: 6.59 GiB estimated, 6.86 GiB measured; 375x375: 437 vs 449 MiB).
+    IPSNET_CHECK(have <= 0 || 1.1 * need <= static_cast<double>(have), "method cnn: a training step on B = ", cfg_.B,
                  " images of ", H, "x", W, cfg_.cnn_scale != 1.0 ? str_cat(" scaled to ", h, "x", w) : "",
                  " needs about ", gib(need), " (activations ", gib(act), " at ", static_cast<int64_t>(per_pixel),
                  " bytes per pixel and image), but ", device_.str(), " has ", gib(static_cast<double>(have)),
@@ -187,7 +188,6 @@ class CNNMethod : public Method {
   Device device_;
   std::shared_ptr<CNNNet> net_;
   int64_t checked_h_ = -1, checked_w_ = -1;
-  double estimate_bytes_ = 0;
 };
 
 }  // namespace
