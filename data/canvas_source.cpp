@@ -11,6 +11,11 @@ namespace data {
 namespace fs = std::filesystem;
 
 CanvasSource::CanvasSource(DatasetReader reader, const SourceOptions& o) : reader_(std::move(reader)) {
+  // Canvases are used as stored: the photographs' pixel options do not apply.
+  IPSNET_CHECK(o.normalize == "none", "config key 'normalize': ", o.normalize,
+               " applies to photographs; canvas data is used as stored");
+  IPSNET_CHECK(o.jitter == 0 && o.translate == 0,
+               "config keys 'augment_jitter', 'augment_translate' apply to photographs, not to canvas data");
   const int64_t size = o.patch_size > 0 ? o.patch_size : std::min(reader_.height(), reader_.width());
   grid_ = make_patch_grid(reader_.height(), reader_.width(), size, o.patch_stride > 0 ? o.patch_stride : size);
 }

@@ -81,11 +81,6 @@ void Trainer::open_data(bool eval_only) {
     train_source_ = data::open_source(cfg_.data_dir, "train", eval_only ? so : train_so);
   if (!eval_only || cfg_.eval_split != "train") eval_source_ = data::open_source(cfg_.data_dir, cfg_.eval_split, so);
   const data::DataSource& first = train_source_ ? *train_source_ : *eval_source_;
-  IPSNET_CHECK(cfg_.normalize == "none" || first.kind() == "photos", "config key 'normalize': ", cfg_.normalize,
-               " applies to photographs; the ", first.kind(), " data of '", cfg_.data_dir, "' is used as stored");
-  IPSNET_CHECK((cfg_.augment_jitter == 0 && cfg_.augment_translate == 0) || first.kind() == "photos",
-               "config keys 'augment_jitter', 'augment_translate' apply to photographs, not to the ", first.kind(),
-               " data of '", cfg_.data_dir, "'");
   check_tasks(first, cfg_.tasks);
   if (first.size() > 0) {
     const int64_t N = first.num_instances(0);
