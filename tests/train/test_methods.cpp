@@ -364,6 +364,8 @@ TEST(MethodAts, BadInputIsOneClearLine) {
   EXPECT_NE(m.find("n_patches': 401 is larger than the 400 positions"), std::string::npos) << m;
   m = error_of(tiny_ats().dir, "ats_eval: best\n");
   EXPECT_NE(m.find("expected sample or topk"), std::string::npos) << m;
+  m = error_of(tiny_ats().dir, "eager: true\n");
+  EXPECT_NE(m.find("set eager: false"), std::string::npos) << m;
 }
 
 // ---- ats: golden test against PyTorch ------------------------------------------------

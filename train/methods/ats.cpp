@@ -55,6 +55,8 @@ class ATSMethod : public Method {
                  src.kind(), " images have ", src.channels(), " channel(s)");
     IPSNET_CHECK(cfg_.scale >= 0 && cfg_.scale <= 1, "config key 'scale': expected in (0, 1] (or 0: the stored "
                  "low-resolution view), got ", cfg_.scale);
+    IPSNET_CHECK(!cfg_.eager, "method ats: reads its low-resolution views and patches itself; eager loading "
+                 "would only hold whole images it never uses: set eager: false");
     IPSNET_CHECK(cfg_.n_patches >= 1, "config key 'n_patches': expected >= 1, got ", cfg_.n_patches);
     IPSNET_CHECK(cfg_.ats_eval == "sample" || cfg_.ats_eval == "topk",
                  "config key 'ats_eval': expected sample or topk, got '", cfg_.ats_eval, "'");

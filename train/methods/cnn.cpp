@@ -84,6 +84,8 @@ class CNNMethod : public Method {
     IPSNET_CHECK(src.has_pixels(), "method cnn: the ", src.kind(), " data source has no pixels (feature bags)");
     IPSNET_CHECK(cfg_.n_chan_in == src.channels(), "config key 'n_chan_in': ", cfg_.n_chan_in, ", but the ",
                  src.kind(), " images have ", src.channels(), " channel(s)");
+    IPSNET_CHECK(!cfg_.eager, "method cnn: reads its whole images itself; eager loading would hold them twice: "
+                 "set eager: false");
     IPSNET_CHECK(cfg_.cnn_scale > 0 && cfg_.cnn_scale <= 1, "config key 'cnn_scale': expected in (0, 1], got ",
                  cfg_.cnn_scale);
     IPSNET_CHECK(cfg_.memory_limit_mib >= 0, "config key 'memory_limit_mib': expected >= 0, got ",
