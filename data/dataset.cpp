@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "data/binary_file.h"
 #include "engine/common/error.h"
 
 namespace ipsnet {
@@ -23,28 +24,6 @@ constexpr char kIndexMagic[8] = {'I', 'P', 'S', 'N', 'I', 'D', 'X', '1'};
 constexpr size_t kHeaderBytes = 64;
 constexpr size_t kEntryBytes = 128;
 
-uint32_t crc32_of(const void* p, size_t n, uint32_t crc = 0) {
-  const uint8_t* b = static_cast<const uint8_t*>(p);
-  // zlib's crc32 takes uInt lengths; feed large buffers in pieces.
-  while (n > 0) {
-    uInt k = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = static_cast<uint32_t>(::crc32(crc, b, k));
-    b += k;
-    n -= k;
-  }
-  return crc;
-}
-
-template <typename T>
-void put(uint8_t* p, size_t off, T v) {
-  std::memcpy(p + off, &v, sizeof(T));
-}
-template <typename T>
-T get(const uint8_t* p, size_t off) {
-  T v;
-  std::memcpy(&v, p + off, sizeof(T));
-  return v;
-}
 
 int style_code(const std::string& s) {
   if (s == "ats") return 0;
@@ -263,43 +242,14 @@ void DatasetWriter::finish() {
 
 // ---- reader ----------------------------------------------------------------
 
-struct DatasetReader::Mapping {
-  const uint8_t* ptr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (ptr && size) ::munmap(const_cast<uint8_t*>(ptr), size);
-  }
-  static std::shared_ptr<Mapping> map(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY);
-    IPSNET_CHECK(fd >= 0, "cannot open dataset file '", path, "': ", std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int e = errno;
-      ::close(fd);
-      IPSNET_FAIL("cannot stat '", path, "': ", std::strerror(e));
-    }
-    auto m = std::make_shared<Mapping>();
-    m->size = static_cast<size_t>(st.st_size);
-    if (m->size > 0) {
-      void* p = ::mmap(nullptr, m->size, PROT_READ, MAP_SHARED, fd, 0);
-      int e = errno;
-      ::close(fd);
-      IPSNET_CHECK(p != MAP_FAILED, "cannot memory-map '", path, "': ", std::strerror(e));
-      m->ptr = static_cast<const uint8_t*>(p);
-    } else {
-      ::close(fd);
-    }
-    return m;
-  }
-};
 
 DatasetReader DatasetReader::open(const std::string& dir, const std::string& split) {
   IPSNET_CHECK(split == "train" || split == "test", "split must be 'train' or 'test', got '", split, "'");
   DatasetReader r;
   r.path_ = dir + "/" + split + ".ipsd";
   std::string ipath = dir + "/" + split + ".ipsx";
-  r.data_map_ = Mapping::map(r.path_);
-  r.index_map_ = Mapping::map(ipath);
+  r.data_map_ = MappedFile::map(r.path_);
+  r.index_map_ = MappedFile::map(ipath);
   const uint8_t* dh = r.data_map_->ptr;
   const uint8_t* ih = r.index_map_->ptr;
   IPSNET_CHECK(r.data_map_->size >= kHeaderBytes && std::memcmp(dh, kDataMagic, 8) == 0, "'", r.path_,

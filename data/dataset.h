@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "data/binary_file.h"
+
 namespace ipsnet {
 namespace data {
 
@@ -141,7 +143,6 @@ class DatasetReader {
   void verify_all() const;
 
  private:
-  struct Mapping;
   struct View {
     const uint32_t* group_off;
     const float* vals;
@@ -153,7 +154,7 @@ class DatasetReader {
   const uint8_t* entry(int64_t i) const;
   void check_index(int64_t i) const;
 
-  std::shared_ptr<Mapping> data_map_, index_map_;
+  std::shared_ptr<MappedFile> data_map_, index_map_;
   SplitHeader header_;
   std::string path_;
   std::vector<ImageMeta> metas_;

@@ -15,6 +15,7 @@
 #include <map>
 #include <sstream>
 
+#include "data/binary_file.h"
 #include "engine/common/error.h"
 
 namespace ipsnet {
@@ -29,26 +30,6 @@ constexpr size_t kEntryBytes = 64;
 const char kDataMagic[9] = "IPSNPHOT";
 const char kIndexMagic[9] = "IPSNPIDX";
 
-uint32_t crc32_of(const void* p, size_t n, uint32_t crc = 0) {
-  const Bytef* b = static_cast<const Bytef*>(p);
-  while (n > 0) {
-    const uInt k = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = static_cast<uint32_t>(::crc32(crc, b, k));
-    b += k;
-    n -= k;
-  }
-  return crc;
-}
-template <typename T>
-void put(uint8_t* p, size_t off, T v) {
-  std::memcpy(p + off, &v, sizeof(T));
-}
-template <typename T>
-T get(const uint8_t* p, size_t off) {
-  T v;
-  std::memcpy(&v, p + off, sizeof(T));
-  return v;
-}
 
 std::string split_file(const std::string& dir, const std::string& split, const char* ext) {
   return (fs::path(dir) / (split + ext)).string();
@@ -155,35 +136,6 @@ std::string read_all(const std::string& path) {
 }
 }  // namespace
 
-struct PhotoReader::Mapping {
-  const uint8_t* ptr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (ptr && size) ::munmap(const_cast<uint8_t*>(ptr), size);
-  }
-  static std::shared_ptr<Mapping> map(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    IPSNET_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      IPSNET_FAIL("cannot stat '", path, "': ", std::strerror(e));
-    }
-    auto m = std::make_shared<Mapping>();
-    m->size = static_cast<size_t>(st.st_size);
-    if (m->size > 0) {
-      void* p = ::mmap(nullptr, m->size, PROT_READ, MAP_SHARED, fd, 0);
-      const int e = errno;
-      ::close(fd);
-      IPSNET_CHECK(p != MAP_FAILED, "cannot memory-map '", path, "': ", std::strerror(e));
-      m->ptr = static_cast<const uint8_t*>(p);
-    } else {
-      ::close(fd);
-    }
-    return m;
-  }
-};
 
 PhotoReader PhotoReader::open(const std::string& dir, const std::string& split) {
   IPSNET_CHECK(split == "train" || split == "test", "split must be 'train' or 'test', got '", split, "'");
@@ -191,7 +143,7 @@ PhotoReader PhotoReader::open(const std::string& dir, const std::string& split) 
   r.path_ = split_file(dir, split, ".ipsp");
   const std::string ipath = split_file(dir, split, ".ipspx");
   IPSNET_CHECK(fs::exists(ipath), "'", dir, "' has no ", split, " split (", ipath, " is missing)");
-  r.data_ = Mapping::map(r.path_);
+  r.data_ = MappedFile::map(r.path_);
   const std::string index = read_all(ipath);
   const uint8_t* ih = reinterpret_cast<const uint8_t*>(index.data());
   IPSNET_CHECK(index.size() >= kHeaderBytes && std::memcmp(ih, kIndexMagic, 8) == 0, "'", ipath,

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "data/binary_file.h"
 #include "data/photo_codec.h"
 #include "engine/common/files.h"
 
@@ -83,8 +84,7 @@ class PhotoReader {
   const std::string& path() const { return path_; }
 
  private:
-  struct Mapping;
-  std::shared_ptr<Mapping> data_;
+  std::shared_ptr<MappedFile> data_;
   std::string path_;
   int channels_ = 0;
   std::vector<PhotoTask> tasks_;
