@@ -137,7 +137,9 @@ stage() {
 
 # A command as root inside the fresh root, with /proc, /sys and /dev mounted in
 # a private mount namespace and a PID namespace: when it ends, or is killed,
-# every process and every mount of it goes with it.
+# every process and every mount of it goes with it. The environment is a new
+# user's (env -i): nothing of this machine's, such as OPENBLAS_CORETYPE, which
+# changes OpenBLAS's kernels and with them the numbers, reaches the root.
 in_root() {
   local cmd=$1
   exec unshare --mount --pid --fork --kill-child --propagation private -- \
