@@ -25,7 +25,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 host_uri() {  # $1: a pattern the URI must match (debian-security) or not (-v)
   { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
     sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\).*/\2/p' /etc/apt/sources.list 2>/dev/null
-  } | tr ' ' '\n' | grep -E '^https?://' | grep $1 -- '-security' | head -n 1
+  } | tr ' ' '\n' | grep -E '^https?://' | grep $1 -- '-security' | head -n 1 || true
 }
 MIRROR=${FRESH_MIRROR:-$(host_uri -v)}
 SECURITY=${FRESH_SECURITY_MIRROR:-$(host_uri -e)}
