@@ -19,6 +19,10 @@ thread_local bool tl_conv_bf16 = false;
 bool conv_bf16_enabled() { return tl_conv_bf16; }
 ConvBf16Guard::ConvBf16Guard(bool on) : prev_(tl_conv_bf16) { tl_conv_bf16 = on; }
 ConvBf16Guard::~ConvBf16Guard() { tl_conv_bf16 = prev_; }
+thread_local GradReadyHook* tl_grad_ready_hook = nullptr;
+GradReadyHook* grad_ready_hook() { return tl_grad_ready_hook; }
+GradReadyHookGuard::GradReadyHookGuard(GradReadyHook* hook) : prev_(tl_grad_ready_hook) { tl_grad_ready_hook = hook; }
+GradReadyHookGuard::~GradReadyHookGuard() { tl_grad_ready_hook = prev_; }
 
 std::atomic<int64_t> Node::live_{0};
 Node::Node() { live_.fetch_add(1, std::memory_order_relaxed); }
@@ -39,6 +43,7 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad) {
     NoGradGuard ng;
     ops::add_(m.grad, g);
   }
+  if (tl_grad_ready_hook) tl_grad_ready_hook->ready(leaf.get());
   return {};
 }
 

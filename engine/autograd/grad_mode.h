@@ -3,6 +3,8 @@
 
 namespace ipsnet {
 
+class TensorImpl;
+
 /// True when operations record autograd history (the default).
 bool grad_enabled();
 void set_grad_enabled(bool on);
@@ -34,6 +36,28 @@ class ConvBf16Guard {
 
  private:
   bool prev_;
+};
+
+/// Thread-local observer of finished leaf gradients: while a
+/// GradReadyHookGuard lives on this thread, backward calls hook->ready(leaf)
+/// once per leaf and backward, right after that leaf's gradient has been
+/// accumulated into its .grad (no later node of that backward adds to it).
+/// Data-parallel training uses it to start reducing a bucket of gradients
+/// while the rest of backward still runs (dist/reducer.h).
+struct GradReadyHook {
+  virtual ~GradReadyHook() = default;
+  virtual void ready(TensorImpl* leaf) = 0;
+};
+GradReadyHook* grad_ready_hook();
+class GradReadyHookGuard {
+ public:
+  explicit GradReadyHookGuard(GradReadyHook* hook);
+  ~GradReadyHookGuard();
+  GradReadyHookGuard(const GradReadyHookGuard&) = delete;
+  GradReadyHookGuard& operator=(const GradReadyHookGuard&) = delete;
+
+ private:
+  GradReadyHook* prev_;
 };
 
 }  // namespace ipsnet
