@@ -13,7 +13,8 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libopenblas-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libyaml-cpp-dev
       libgtest-dev libgmock-dev libbenchmark-dev
-      libpng-dev libjpeg62-turbo-dev zlib1g-dev python3 python3-numpy)
+      libpng-dev libjpeg62-turbo-dev zlib1g-dev python3 python3-numpy
+      libopenslide-dev libtiff-dev)
 pkgs+=(libopenmpi-dev openmpi-bin)  # data-parallel training over MPI (docs/distributed.md)
 if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
