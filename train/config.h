@@ -67,7 +67,11 @@ struct Config {
   std::string device = "auto";
   int64_t threads = 0;           // 0: OMP_NUM_THREADS or all cores
   int64_t seed = 0;
-  double grad_clip = 0.0;        // max global gradient norm; 0 = off
+  double grad_clip = 0.0;        // max global gradient norm; 0 = off (alias: clipnorm, the original ATS's name)
+  std::string optimizer = "adamw";      // adamw | adam (L2 in the gradient) | sgd (engine/optim/optim.h)
+  double momentum = 0.9;                // sgd: heavy-ball momentum in [0, 1)
+  std::string lr_schedule = "cosine";   // cosine (warm-up + cosine) | constant | step (train/trainer.h Schedule)
+  std::vector<int64_t> decrease_lr_at;  // step: lr / 10 after each of these epochs (increasing, >= 1)
   double w_div = 3.0;            // diversity loss weight (semantic_diversity_loss)
   double w_sem = 1.0;            // semantic loss weight
   bool mask_eval = false;        // STKIM at evaluation too (the dissertation's behaviour)
@@ -110,6 +114,10 @@ Config parse_config(const std::string& yaml_text, const std::string& source);
 void apply_override(Config& cfg, const std::string& assignment);
 /// Range and consistency checks that do not need the data (N is checked later).
 void validate(const Config& cfg);
+/// Bytes a training run of this configuration needs at least (parameters with
+/// AdamW state, a step's buffer and transformer activations); validate()
+/// refuses configurations above the machine's physical memory.
+double estimate_memory_bytes(const Config& cfg);
 /// YAML text of every key (the effective configuration, as saved in the run dir).
 std::string to_yaml(const Config& cfg);
 /// A two-column table for the console.

@@ -1,5 +1,5 @@
 // The training loop, for any method on any data source (docs/architecture.md):
-// epochs, the learning-rate schedule, AdamW, gradient clipping, metrics,
+// epochs, the learning-rate schedule, the optimizer, gradient clipping, metrics,
 // evaluation after every epoch, checkpoints with exact resume, progress,
 // prefetch of the next batch. It opens the data and builds the method the
 // config names; it knows neither's insides.
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/source.h"
+#include "engine/common/files.h"
 #include "engine/engine.h"
 #include "train/batch.h"
 #include "train/config.h"
@@ -35,11 +36,19 @@ struct EvalResult {
 /// Set by SIGINT: the trainer saves a resumable checkpoint and stops.
 std::atomic<bool>& interrupt_flag();
 
-/// The learning rate of every optimizer step (SPEC section 3): linear warm-up
-/// from 0 over the warm-up steps, then cosine decay to 0.001 lr at the last.
+/// The learning rate of every optimizer step, the only place it is computed.
+/// kind "cosine" (the default, SPEC section 3): linear warm-up from 0 over the
+/// warm-up steps, then cosine decay to 0.001 lr at the last. "constant": the
+/// warm-up, then lr. "step": the warm-up, then lr divided by 10 once for each
+/// epoch in decrease_at that the step's epoch has reached (epochs counted from
+/// 0: decrease_at {250} keeps lr for the first 250 epochs; the original ATS's
+/// Keras LearningRateScheduler).
 struct Schedule {
   double lr = 0;
   int64_t warmup_steps = 0, total_steps = 0;
+  std::string kind = "cosine";  // config key lr_schedule: cosine | constant | step
+  int64_t steps_per_epoch = 1;
+  std::vector<int64_t> decrease_at;  // config key decrease_lr_at (kind "step")
   double at(int64_t step) const;
 };
 
@@ -48,8 +57,13 @@ class Trainer {
   /// Opens the data, builds the method. A new run directory under cfg.out_dir
   /// (cfg.run_name, or <dataset>-<timestamp>). quiet: no progress bars (tests).
   explicit Trainer(Config cfg, bool quiet = false);
-  /// Continues the run in run_dir from its last checkpoint, exactly.
-  static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
+  /// Continues the run in run_dir from its last checkpoint, exactly: the
+  /// metrics files are cut back to the checkpoint's epoch and the partial
+  /// epoch's train metrics come from the checkpoint. overrides ("key=value")
+  /// may only change how it runs (threads, device, log_every, prefetch);
+  /// any other key is refused in one line. The run directory is locked.
+  static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false,
+                                         const std::vector<std::string>& overrides = {});
   /// Loads a checkpoint's model for evaluation: the config stored in the
   /// checkpoint (or the YAML file config_path, which is required for weights
   /// without one, e.g. converted from PyTorch, and wins when given), then
@@ -97,6 +111,8 @@ class Trainer {
   void setup(bool create_run_dir, bool eval_only = false);
   void open_data(bool eval_only);
   void load_checkpoint(const std::string& path, bool with_optimizer);
+  /// Cuts metrics.csv / metrics.jsonl back to the rows of epochs <= epoch_.
+  void truncate_metrics() const;
   /// Probabilities (softmax or sigmoid per task) of a method's logits, CPU.
   std::map<std::string, Tensor> probabilities(const MethodOutput& out) const;
   void log_line(const std::string& line) const;
@@ -111,7 +127,7 @@ class Trainer {
   std::string run_dir_;
   std::unique_ptr<data::DataSource> train_source_, eval_source_;
   std::unique_ptr<Method> method_;
-  std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<Optimizer> optim_;
   Schedule schedule_;
   Generator dropout_gen_;
   int64_t n_train_ = 0, n_eval_ = 0;
@@ -125,6 +141,7 @@ class Trainer {
   std::map<std::string, std::vector<Tensor>> epoch_probs_, epoch_targets_;
   std::map<std::string, double> epoch_loss_sum_;
   int64_t epoch_images_ = 0;
+  std::unique_ptr<PathLock> run_lock_;  // held while this process trains in run_dir_
   std::vector<std::pair<EvalResult, EvalResult>> history_;
 };
 

@@ -36,9 +36,10 @@ void AdamW::step(double lr) {
     g = g.contiguous();
     IPSNET_CHECK(g.shape() == s.param.shape(), "AdamW: gradient of ", s.name, " has shape ",
                  shape_str(g.shape()), ", parameter ", shape_str(s.param.shape()));
+    const double wd = s.decay ? opt_.weight_decay : 0.0;
+    if (!opt_.decoupled && wd != 0.0) g = ops::add(g, ops::mul(s.param.detach(), wd));  // Adam: L2 in the gradient
     backend_for(s.param.device())
-        .adamw(s.param, g, s.m, s.v, lr, opt_.beta1, opt_.beta2, opt_.eps, s.decay ? opt_.weight_decay : 0.0,
-               step_);
+        .adamw(s.param, g, s.m, s.v, lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.decoupled ? wd : 0.0, step_);
     s.param.storage()->bump_version();
   }
 }
@@ -67,6 +68,66 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& state,
       NoGradGuard ng;
       dst->copy_(it->second);
     }
+  }
+  step_ = step;
+}
+
+SGD::SGD(std::vector<std::pair<std::string, Tensor>> params, SGDOptions opt) : opt_(opt) {
+  IPSNET_CHECK(opt.momentum >= 0 && opt.momentum < 1, "SGD: momentum must be in [0, 1), got ", opt.momentum);
+  IPSNET_CHECK(opt.weight_decay >= 0, "SGD: weight_decay must be >= 0, got ", opt.weight_decay);
+  for (auto& [name, p] : params) {
+    if (!p.requires_grad()) continue;  // frozen parameters take no state
+    IPSNET_CHECK(p.is_contiguous(), "SGD: parameter ", name, " is not contiguous");
+    Slot s;
+    s.name = name;
+    s.param = p;
+    if (opt.momentum > 0) s.buf = Tensor::zeros(p.shape(), p.dtype(), p.device());
+    s.decay = !(opt.exclude_norm_and_bias && p.dim() <= 1);
+    slots_.push_back(std::move(s));
+  }
+}
+
+void SGD::step(double lr) {
+  NoGradGuard ng;
+  ++step_;
+  for (Slot& s : slots_) {
+    Tensor g = s.param.grad();
+    if (!g.defined()) continue;
+    IPSNET_CHECK(g.shape() == s.param.shape(), "SGD: gradient of ", s.name, " has shape ", shape_str(g.shape()),
+                 ", parameter ", shape_str(s.param.shape()));
+    Tensor d = g;
+    if (s.decay && opt_.weight_decay != 0.0) d = ops::add(g, ops::mul(s.param.detach(), opt_.weight_decay));
+    if (s.buf.defined()) {
+      // buf starts at zero: momentum * 0 + d is d exactly, torch's first step.
+      ops::mul_(s.buf, opt_.momentum);
+      ops::add_(s.buf, d);
+      d = s.buf;
+    }
+    ops::add_(s.param, ops::mul(d, -lr));
+  }
+}
+
+void SGD::zero_grad() {
+  for (Slot& s : slots_) s.param.zero_grad();
+}
+
+std::vector<std::pair<std::string, Tensor>> SGD::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const Slot& s : slots_)
+    if (s.buf.defined()) out.emplace_back(s.name + ".momentum_buffer", s.buf);
+  return out;
+}
+
+void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step) {
+  std::map<std::string, Tensor> by_name(state.begin(), state.end());
+  for (Slot& s : slots_) {
+    if (!s.buf.defined()) continue;
+    auto it = by_name.find(s.name + ".momentum_buffer");
+    IPSNET_CHECK(it != by_name.end(), "SGD: optimizer state ", s.name, ".momentum_buffer missing from the checkpoint");
+    IPSNET_CHECK(it->second.shape() == s.buf.shape(), "SGD: optimizer state ", s.name, ".momentum_buffer has shape ",
+                 shape_str(it->second.shape()), ", expected ", shape_str(s.buf.shape()));
+    NoGradGuard ng;
+    s.buf.copy_(it->second);
   }
   step_ = step;
 }

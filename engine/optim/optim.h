@@ -9,6 +9,19 @@
 
 namespace ipsnet {
 
+/// What the trainer steps (config key `optimizer`: adamw | adam | sgd). State
+/// tensors are named "<param>.<slot>" and saved in checkpoints with the step count.
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  /// One update of every parameter that has a gradient; lr as given.
+  virtual void step(double lr) = 0;
+  virtual void zero_grad() = 0;
+  virtual int64_t step_count() const = 0;
+  virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
+  virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step) = 0;
+};
+
 struct AdamWOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
@@ -18,22 +31,27 @@ struct AdamWOptions {
   /// Exclude 1-D parameters (norm weights, biases) from weight decay (the
   /// reference decays all parameters: false).
   bool exclude_norm_and_bias = false;
+  /// false: Adam with L2 regularisation as torch.optim.Adam (weight_decay * p
+  /// added to the gradient before the moments); the same update as AdamW when
+  /// weight_decay is 0.
+  bool decoupled = true;
 };
 
 /// AdamW (decoupled weight decay) exactly as torch.optim.AdamW, fused per
-/// parameter in the backend (engine/math/rows.h adamw_element).
-class AdamW {
+/// parameter in the backend (engine/math/rows.h adamw_element); with
+/// decoupled = false, torch.optim.Adam.
+class AdamW : public Optimizer {
  public:
   /// params: (name, tensor) pairs; names key the state in checkpoints.
   AdamW(std::vector<std::pair<std::string, Tensor>> params, AdamWOptions opt);
   /// One update of every parameter that has a gradient; lr as given.
-  void step(double lr);
-  void zero_grad();
-  int64_t step_count() const { return step_; }
+  void step(double lr) override;
+  void zero_grad() override;
+  int64_t step_count() const override { return step_; }
   const AdamWOptions& options() const { return opt_; }
   /// State tensors named "<param>.exp_avg" / "<param>.exp_avg_sq" plus the step count.
-  std::vector<std::pair<std::string, Tensor>> state() const;
-  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step);
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step) override;
 
  private:
   struct Slot {
@@ -44,6 +62,41 @@ class AdamW {
   };
   std::vector<Slot> slots_;
   AdamWOptions opt_;
+  int64_t step_ = 0;
+};
+
+struct SGDOptions {
+  double momentum = 0.0;      // in [0, 1); 0: plain gradient descent
+  double weight_decay = 0.0;  // L2: weight_decay * p added to the gradient
+  bool exclude_norm_and_bias = false;
+};
+
+/// Stochastic gradient descent with (heavy-ball) momentum exactly as
+/// torch.optim.SGD without dampening or Nesterov:
+///   d = g + weight_decay * p;  buf = momentum * buf + d  (buf = d at the first step);
+///   p = p - lr * buf.
+/// With a constant rate this is Keras's SGD(momentum) (v = momentum v - lr g,
+/// p += v, v = -lr buf); when the rate changes, Keras's velocity keeps the old
+/// rate's steps and this buffer does not.
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<std::pair<std::string, Tensor>> params, SGDOptions opt);
+  void step(double lr) override;
+  void zero_grad() override;
+  int64_t step_count() const override { return step_; }
+  /// State tensors named "<param>.momentum_buffer" (none when momentum is 0).
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t step) override;
+
+ private:
+  struct Slot {
+    std::string name;
+    Tensor param;
+    Tensor buf;  // momentum buffer, same shape/device (undefined when momentum is 0)
+    bool decay;
+  };
+  std::vector<Slot> slots_;
+  SGDOptions opt_;
   int64_t step_ = 0;
 };
 

@@ -446,5 +446,105 @@ TEST(MethodAts, GoldenAgainstPyTorch) {
   }
 }
 
+
+// ---- the original ATS's training options, for every method ---------------------------
+
+TEST(TrainingOptions, DefaultScheduleIsTheWarmupCosineBitForBit) {
+  train::Schedule s;
+  s.lr = 1e-3;
+  s.warmup_steps = 7;
+  s.total_steps = 50;
+  for (int64_t t = 0; t < 60; ++t) EXPECT_EQ(s.at(t), warmup_cosine_lr(1e-3, t, 7, 50)) << t;
+}
+
+TEST(TrainingOptions, StepScheduleDividesByTenAfterEachListedEpoch) {
+  train::Schedule s;
+  s.lr = 0.5;
+  s.total_steps = 100;
+  s.kind = "step";
+  s.steps_per_epoch = 4;
+  s.decrease_at = {2, 5};
+  // Epochs 0-1 (steps 0-7) at lr, epochs 2-4 (steps 8-19) at lr / 10, then lr / 100.
+  for (int64_t t : {0, 3, 7}) EXPECT_DOUBLE_EQ(s.at(t), 0.5) << t;
+  for (int64_t t : {8, 12, 19}) EXPECT_DOUBLE_EQ(s.at(t), 0.05) << t;
+  for (int64_t t : {20, 99, 400}) EXPECT_DOUBLE_EQ(s.at(t), 0.005) << t;
+  // A warm-up comes first, as for the other kinds.
+  s.warmup_steps = 4;
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(2), 0.25);
+  EXPECT_DOUBLE_EQ(s.at(4), 0.5);
+  EXPECT_DOUBLE_EQ(s.at(8), 0.05);
+  // Constant: the warm-up, then lr.
+  s.kind = "constant";
+  EXPECT_DOUBLE_EQ(s.at(2), 0.25);
+  for (int64_t t : {4, 8, 20, 1000}) EXPECT_DOUBLE_EQ(s.at(t), 0.5) << t;
+}
+
+TEST(TrainingOptions, ConfigKeysReachTheTrainer) {
+  TempDir out;
+  // 32 training images, B 8: 4 steps per epoch.
+  train::Trainer t(method_config("ats", tiny_ats().dir, out.path,
+                                 "n_patches: 4\noptimizer: sgd\nmomentum: 0.8\nlr: 0.01\nlr_schedule: step\n"
+                                 "decrease_lr_at: [2]\nclipnorm: 1.5\n"),
+                   true);
+  EXPECT_EQ(t.config().grad_clip, 1.5);  // clipnorm is grad_clip
+  EXPECT_EQ(t.schedule().kind, "step");
+  EXPECT_EQ(t.schedule().steps_per_epoch, 4);
+  EXPECT_DOUBLE_EQ(t.schedule().at(7), 0.01);
+  EXPECT_DOUBLE_EQ(t.schedule().at(8), 0.001);
+  EXPECT_TRUE(std::isfinite(t.train_step(std::vector<int64_t>{0, 1, 2, 3})));
+  t.save_checkpoint(out.path + "/c.safetensors");
+  TensorDict ck = safetensors::load_tensors(out.path + "/c.safetensors");
+  EXPECT_TRUE(ck.contains("optimizer.attention.0.weight.momentum_buffer"));
+  EXPECT_FALSE(ck.contains("optimizer.attention.0.weight.exp_avg"));
+  // The keys survive the run directory's config.yaml.
+  train::Config back = train::load_config(out.path + "/run/config.yaml");
+  EXPECT_EQ(back.optimizer, "sgd");
+  EXPECT_EQ(back.momentum, 0.8);
+  EXPECT_EQ(back.lr_schedule, "step");
+  EXPECT_EQ(back.decrease_lr_at, std::vector<int64_t>({2}));
+  // Adam keeps AdamW's state names.
+  TempDir out2;
+  train::Trainer a(method_config("ats", tiny_ats().dir, out2.path, "n_patches: 4\noptimizer: adam\nwd: 0.01\n"),
+                   true);
+  EXPECT_TRUE(std::isfinite(a.train_step(std::vector<int64_t>{0, 1, 2, 3})));
+}
+
+TEST(TrainingOptions, BadValuesAreOneClearLine) {
+  auto error_of = [](const std::string& yaml) -> std::string {
+    try {
+      train::validate(train::parse_config(yaml, "test"));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::pair<const char*, const char*> cases[] = {
+      {"optimizer: rmsprop\n", "config key 'optimizer': expected adamw, adam or sgd, got 'rmsprop'"},
+      {"momentum: -0.5\n", "config key 'momentum': expected in [0, 1), got -0.5"},
+      {"momentum: 1\n", "config key 'momentum': expected in [0, 1), got 1"},
+      {"clipnorm: -1\n", "config key 'grad_clip' (alias clipnorm): expected >= 0, got -1"},
+      {"lr_schedule: linear\n", "config key 'lr_schedule': expected cosine, constant or step, got 'linear'"},
+      {"lr_schedule: step\n", "config key 'decrease_lr_at': lr_schedule: step needs the epochs"},
+      {"lr_schedule: step\ndecrease_lr_at: [20, 10]\n",
+       "config key 'decrease_lr_at': expected strictly increasing epochs, got [20, 10]"},
+      {"lr_schedule: step\ndecrease_lr_at: [0, 10]\n", "config key 'decrease_lr_at': expected epochs >= 1, got [0, 10]"},
+      {"decrease_lr_at: 250\n", "config key 'decrease_lr_at': [250] is used only by lr_schedule: step"},
+      {"decrease_lr_at: [ten]\n", "config key 'decrease_lr_at': expected an integer, got ten"},
+      {"decrease_lr_at: {a: 1}\n", "config key 'decrease_lr_at': expected an integer or a list of integers"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    const std::string m = error_of(yaml);
+    EXPECT_NE(m.find(expected), std::string::npos) << yaml << " -> " << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  // Valid: a single epoch as the original's --decrease_lr_at, clipnorm, sgd.
+  train::Config c = train::parse_config("optimizer: sgd\nlr_schedule: step\ndecrease_lr_at: 250\nclipnorm: 1\n", "t");
+  EXPECT_NO_THROW(train::validate(c));
+  EXPECT_EQ(c.decrease_lr_at, std::vector<int64_t>({250}));
+  EXPECT_EQ(c.grad_clip, 1.0);
+  EXPECT_EQ(train::parse_config(train::to_yaml(c), "round trip").decrease_lr_at, std::vector<int64_t>({250}));
+}
+
 }  // namespace
 }  // namespace ipsnet
