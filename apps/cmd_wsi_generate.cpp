@@ -26,7 +26,7 @@ int run_generate_slides(const std::vector<std::string>& args) {
   p.add_option("size", "4096", "level-0 width and height in pixels");
   p.add_option("levels", "4", "pyramid levels (each half the previous)");
   p.add_option("tile", "256", "TIFF tile side (a multiple of 16)");
-  p.add_option("mpp", "0.25", "microns per pixel at level 0, written as resolution tags");
+  p.add_option("mpp", "0.25", "microns per pixel at level 0, written as resolution tags (0: none)");
   p.add_option("compression", "jpeg", "jpeg | deflate");
   p.add_option("seed", "0", "random seed (same seed, same slides)");
   p.add_flag("force", "replace an existing output directory");
@@ -50,7 +50,7 @@ int run_generate_slides(const std::vector<std::string>& args) {
                ": expected jpeg or deflate");
   IPSNET_CHECK(o.levels >= 1 && o.levels <= 12, "--levels ", o.levels, ": expected 1 to 12");
   IPSNET_CHECK(o.tile >= 16 && o.tile % 16 == 0, "--tile ", o.tile, ": expected a positive multiple of 16");
-  IPSNET_CHECK(o.mpp > 0, "--mpp ", o.mpp, ": expected a positive number");
+  IPSNET_CHECK(o.mpp >= 0, "--mpp ", o.mpp, ": expected a positive number (or 0: no resolution tags)");
   auto made = data::generate_slides(p.positional(0), o, p.get_flag("force"), !p.get_flag("quiet"));
   int64_t pos = 0;
   for (const auto& s : made) pos += s.tumour;

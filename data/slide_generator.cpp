@@ -200,7 +200,7 @@ void write_pyramidal_tiff(const std::string& path, const std::vector<uint8_t>& r
   IPSNET_CHECK(o.tile >= 16 && o.tile % 16 == 0, "TIFF tile side ", o.tile, " must be a positive multiple of 16");
   IPSNET_CHECK(o.levels >= 1 && (w0 >> (o.levels - 1)) >= 1 && (h0 >> (o.levels - 1)) >= 1, o.levels,
                " levels do not fit a ", w0, "x", h0, " slide");
-  IPSNET_CHECK(o.mpp > 0, "microns per pixel ", o.mpp, " must be positive");
+  IPSNET_CHECK(o.mpp >= 0, "microns per pixel ", o.mpp, " must not be negative (0: no resolution tags)");
   TIFF* t = TIFFOpen(path.c_str(), "w");
   IPSNET_CHECK(t != nullptr, "libtiff cannot create '", path, "'");
   std::vector<uint8_t> level = rgb0, next;
@@ -227,10 +227,11 @@ void write_pyramidal_tiff(const std::string& path, const std::vector<uint8_t>& r
               TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG) &&
               TIFFSetField(t, TIFFTAG_TILEWIDTH, static_cast<uint32_t>(o.tile)) &&
               TIFFSetField(t, TIFFTAG_TILELENGTH, static_cast<uint32_t>(o.tile)) &&
-              TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, RESUNIT_CENTIMETER) &&
-              TIFFSetField(t, TIFFTAG_XRESOLUTION, 1e4 / (o.mpp * (1 << l))) &&
-              TIFFSetField(t, TIFFTAG_YRESOLUTION, 1e4 / (o.mpp * (1 << l))) &&
               TIFFSetField(t, TIFFTAG_SOFTWARE, "ipsnet generate-slides");
+    if (ok && o.mpp > 0)
+      ok = TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, RESUNIT_CENTIMETER) &&
+           TIFFSetField(t, TIFFTAG_XRESOLUTION, 1e4 / (o.mpp * (1 << l))) &&
+           TIFFSetField(t, TIFFTAG_YRESOLUTION, 1e4 / (o.mpp * (1 << l)));
     if (ok && l == 0) ok = TIFFSetField(t, TIFFTAG_IMAGEDESCRIPTION, "ipsnet synthetic slide");
     if (ok && o.compression == "jpeg") {
       // YCbCr JPEG as scanners write it; libtiff converts our RGB on the way in.

@@ -30,7 +30,7 @@ struct SlideGenOptions {
   int64_t size = 4096;        // level-0 width and height
   int levels = 4;             // pyramid levels, each half the previous
   int64_t tile = 256;         // TIFF tile side
-  double mpp = 0.25;          // microns per pixel at level 0 (resolution tags)
+  double mpp = 0.25;          // microns per pixel at level 0 (resolution tags; 0: none written)
   std::string compression = "jpeg";  // jpeg | deflate
   int jpeg_quality = 90;
   uint64_t seed = 0;
