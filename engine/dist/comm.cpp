@@ -118,6 +118,10 @@ void register_device_reducer_factory(std::unique_ptr<DeviceReducer> (*make)(Comm
   state().device_factory = make;
 }
 
+std::unique_ptr<DeviceReducer> make_device_reducer(Comm& host, int cuda_device) {
+  return state().device_factory ? state().device_factory(host, cuda_device) : nullptr;
+}
+
 DeviceReducer* device_reducer(int cuda_device) {
   WorldState& s = state();
   if (world().size() <= 1 || !s.device_factory) return nullptr;

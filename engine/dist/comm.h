@@ -96,6 +96,9 @@ struct DeviceReducer {
 /// copies). Made on first use, collectively: every rank must ask.
 DeviceReducer* device_reducer(int cuda_device);
 void register_device_reducer_factory(std::unique_ptr<DeviceReducer> (*make)(Comm& host, int cuda_device));
+/// A new device reducer over `host` (also a world of one: the one-GPU NCCL
+/// smoke test of scripts/gpu_check.sh); null when the build has no NCCL.
+std::unique_ptr<DeviceReducer> make_device_reducer(Comm& host, int cuda_device);
 
 /// A Work that is already done.
 class DoneWork : public Work {
