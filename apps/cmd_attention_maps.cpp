@@ -24,6 +24,9 @@ std::vector<int64_t> parse_indices(const std::string& s) {
       if (dash != std::string::npos && dash > 0) {
         int64_t a = std::stoll(tok.substr(0, dash)), b = std::stoll(tok.substr(dash + 1));
         IPSNET_CHECK(a <= b, "--images: range '", tok, "' is empty");
+        // Bounded before it is built (one PNG per index).
+        IPSNET_CHECK(a >= 0 && b - a < 1000000 && out.size() + static_cast<size_t>(b - a) < 1000000, "--images: range '",
+                     tok, "' asks for more than 1000000 images (or a negative index)");
         for (int64_t i = a; i <= b; ++i) out.push_back(i);
       } else {
         size_t pos = 0;
@@ -80,17 +83,21 @@ int run_attention_maps(const std::vector<std::string>& args) {
   std::filesystem::create_directories(out, ec);
   IPSNET_CHECK(!ec, "attention-maps: cannot create '", out, "': ", ec.message());
   const data::DataSource& src = t->source(split);
-  IPSNET_CHECK(src.has_pixels() && src.channels() == 1, "attention-maps: draws grayscale images; the ",
-               src.kind(), " data has ", src.channels(), " channel(s)");
+  const int64_t C = src.channels();
+  IPSNET_CHECK(src.has_pixels() && (C == 1 || C == 3), "attention-maps: draws grayscale or RGB images; the ",
+               src.kind(), " data has ", C, " channel(s)");
   for (int64_t id : ids) {
     IPSNET_CHECK(id >= 0 && id < src.size(), "attention-maps: image index ", id, " out of range for the ", split,
                  " split of ", src.size(), " images");
     const PatchGrid g = src.grid(id);
-    std::vector<float> image(static_cast<size_t>(g.height * g.width));
+    std::vector<float> image(static_cast<size_t>(C * g.height * g.width));
     train::Attention r = t->attend(split, {id}, p.get_flag("all-scores"));
     src.read_image(id, image.data());
+    // Photographs normalised for the model (normalize: imagenet) are drawn as they look.
+    train::denormalize_for_display(image.data(), C, g.height * g.width, t->config().normalize);
     train::AttentionMapInput in;
     in.image = image.data();
+    in.channels = C;
     in.grid = g;
     in.selected = r.idx.to_vector<int64_t>();
     if (r.scores.defined()) in.selected_scores = r.scores.to_vector<float>();
@@ -103,7 +110,7 @@ int run_attention_maps(const std::vector<std::string>& args) {
     if (p.get_flag("tiles")) {
       std::vector<uint8_t> tiles = train::render_tile_sheet(in, &h, &w);
       std::string tpath = out + "/" + split + "_" + std::to_string(id) + "_tiles.png";
-      data::write_png(tpath, w, h, 1, tiles);
+      data::write_png(tpath, w, h, static_cast<int>(C), tiles);
       std::printf("%s\n", tpath.c_str());
     }
   }

@@ -1,4 +1,5 @@
-// `ipsnet info`: the build (versions of CUDA, cuDNN, cuBLAS, oneDNN, OpenBLAS),
+// `ipsnet info`: the build (versions of CUDA, cuDNN, cuBLAS, oneDNN, OpenBLAS,
+// the photograph codecs: libpng, libjpeg-turbo or JPEG not built),
 // the devices found, and why no CUDA device is usable when none is.
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "data/photo_codec.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/device_select.h"
 
@@ -37,6 +39,7 @@ int run_info(const std::vector<std::string>& args) {
   std::printf("  %-14s %d.%d.%d (CPU convolution, batch norm, pooling)\n", "oneDNN", dv->major, dv->minor,
               dv->patch);
   std::printf("  %-14s %s\n", "OpenBLAS", openblas_get_config());
+  std::printf("  %-14s %s\n", "photographs", data::codec_versions().c_str());
   std::printf("  %-14s %d\n", "CPU threads", num_threads());
 
   std::printf("\ndevices\n  cpu\n");

@@ -47,6 +47,24 @@ bool jpeg_supported() {
 #endif
 }
 
+#define IPSNET_STR2(x) #x
+#define IPSNET_STR(x) IPSNET_STR2(x)
+std::string codec_versions() {
+  std::string s = std::string("PNG (libpng ") + png_get_libpng_ver(nullptr) + "), JPEG ";
+#ifdef IPSNET_HAVE_JPEG
+#ifdef LIBJPEG_TURBO_VERSION
+  s += "(libjpeg-turbo " IPSNET_STR(LIBJPEG_TURBO_VERSION) ", API " IPSNET_STR(JPEG_LIB_VERSION) ")";
+#else
+  s += "(libjpeg API " IPSNET_STR(JPEG_LIB_VERSION) ")";
+#endif
+#else
+  s += "not built (libjpeg62-turbo-dev was missing at configure time)";
+#endif
+  return s;
+}
+#undef IPSNET_STR
+#undef IPSNET_STR2
+
 namespace {
 
 [[noreturn, maybe_unused]] void no_jpeg(const std::string& name) {

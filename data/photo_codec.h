@@ -33,6 +33,8 @@ const char* format_name(PhotoFormat f);
 PhotoFormat sniff_format(const uint8_t* p, size_t n);
 /// True when ipsnet was built with libjpeg(-turbo).
 bool jpeg_supported();
+/// One line for `ipsnet info`: the PNG and JPEG libraries built in (or that JPEG is not).
+std::string codec_versions();
 
 /// What a file holds, as found by check_photo.
 struct PhotoInfo {

@@ -34,8 +34,8 @@ PhotoSource::PhotoSource(PhotoReader reader, const SourceOptions& o) : reader_(s
   if (o.normalize == "imagenet") {
     IPSNET_CHECK(reader_.channels() == 3, "normalize: imagenet needs RGB photographs; '", reader_.path(),
                  "' holds grayscale ones");
-    mean_ = {{0.485f, 0.456f, 0.406f}};
-    std_ = {{0.229f, 0.224f, 0.225f}};  // divided by (as torchvision's Normalize), not multiplied
+    mean_ = {{kImagenetMean[0], kImagenetMean[1], kImagenetMean[2]}};
+    std_ = {{kImagenetStd[0], kImagenetStd[1], kImagenetStd[2]}};  // divided by (as torchvision's Normalize), not multiplied
   } else {
     IPSNET_CHECK(o.normalize == "none" || o.normalize.empty(), "normalize: '", o.normalize,
                  "' is not known (none | imagenet)");

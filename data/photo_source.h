@@ -36,6 +36,10 @@
 namespace ipsnet {
 namespace data {
 
+/// torchvision's ImageNet Normalize values (`normalize: imagenet`).
+constexpr float kImagenetMean[3] = {0.485f, 0.456f, 0.406f};
+constexpr float kImagenetStd[3] = {0.229f, 0.224f, 0.225f};
+
 class PhotoSource : public DataSource {
  public:
   PhotoSource(PhotoReader reader, const SourceOptions& options);

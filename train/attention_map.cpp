@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "data/photo_source.h"
 #include "engine/common/error.h"
 
 namespace ipsnet {
@@ -26,7 +27,8 @@ void heat_color(float t, float* rgb) {
 std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t max_side, int64_t* out_h,
                                           int64_t* out_w) {
   const PatchGrid& g = in.grid;
-  const int64_t H = g.height, W = g.width, N = g.count();
+  const int64_t H = g.height, W = g.width, N = g.count(), C = in.channels;
+  IPSNET_CHECK(C == 1 || C == 3, "attention map: images of ", C, " channels (expected 1 or 3)");
   IPSNET_CHECK(in.selected_scores.empty() || in.selected_scores.size() == in.selected.size(),
                "attention map: ", in.selected.size(), " selected patches but ", in.selected_scores.size(), " scores");
   IPSNET_CHECK(in.all_scores.empty() || static_cast<int64_t>(in.all_scores.size()) == N, "attention map: ",
@@ -59,12 +61,12 @@ std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t m
   // Full-resolution RGB.
   std::vector<float> rgb(static_cast<size_t>(H * W * 3));
   for (int64_t k = 0; k < H * W; ++k) {
-    float v = in.image[k];
-    float out[3] = {v, v, v};
+    float out[3];
+    for (int c = 0; c < 3; ++c) out[c] = in.image[(C == 3 ? c : 0) * H * W + k];
     if (score[static_cast<size_t>(k)] >= 0) {
       float hc[3];
       heat_color(score[static_cast<size_t>(k)], hc);
-      for (int c = 0; c < 3; ++c) out[c] = 0.55f * v + 0.45f * hc[c];
+      for (int c = 0; c < 3; ++c) out[c] = 0.55f * out[c] + 0.45f * hc[c];
     }
     if (!sel[static_cast<size_t>(k)])
       for (int c = 0; c < 3; ++c) out[c] *= 0.35f;
@@ -114,19 +116,42 @@ std::vector<uint8_t> render_tile_sheet(const AttentionMapInput& in, int64_t* out
   const int64_t cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(M))));
   const int64_t rows = (M + cols - 1) / cols;
   const int64_t h = rows * sh + (rows + 1) * gap, w = cols * sw + (cols + 1) * gap;
-  std::vector<uint8_t> out(static_cast<size_t>(h * w), 40);
+  const int64_t C = in.channels, plane = g.height * g.width;
+  IPSNET_CHECK(C == 1 || C == 3, "tile sheet: images of ", C, " channels (expected 1 or 3)");
+  std::vector<uint8_t> out(static_cast<size_t>(h * w * C), 40);
   for (int64_t j = 0; j < M; ++j) {
     int64_t p = in.selected[static_cast<size_t>(j)];
     int64_t y0 = gap + (j / cols) * (sh + gap), x0 = gap + (j % cols) * (sw + gap);
     for (int64_t r = 0; r < sh; ++r)
-      for (int64_t c = 0; c < sw; ++c) {
-        float v = in.image[(g.row0(p) + r / scale) * g.width + g.col0(p) + c / scale];
-        out[static_cast<size_t>((y0 + r) * w + x0 + c)] = static_cast<uint8_t>(std::lround(v * 255));
-      }
+      for (int64_t c = 0; c < sw; ++c)
+        for (int64_t ch = 0; ch < C; ++ch) {
+          float v = in.image[ch * plane + (g.row0(p) + r / scale) * g.width + g.col0(p) + c / scale];
+          v = std::min(1.0f, std::max(0.0f, v));
+          out[static_cast<size_t>(((y0 + r) * w + x0 + c) * C + ch)] = static_cast<uint8_t>(std::lround(v * 255));
+        }
   }
   *out_h = h;
   *out_w = w;
   return out;
+}
+
+void denormalize_for_display(float* image, int64_t channels, int64_t plane, const std::string& normalize) {
+  float mean[3] = {0, 0, 0}, stdv[3] = {1, 1, 1};
+  if (normalize == "imagenet") {
+    IPSNET_CHECK(channels == 3, "normalize: imagenet needs 3 channels, the image has ", channels);
+    for (int c = 0; c < 3; ++c) {
+      mean[c] = data::kImagenetMean[c];
+      stdv[c] = data::kImagenetStd[c];
+    }
+  } else {
+    IPSNET_CHECK(normalize == "none" || normalize.empty(), "normalize: '", normalize,
+                 "' is not known (none | imagenet)");
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    const float m = mean[c < 3 ? c : 0], sd = stdv[c < 3 ? c : 0];
+    float* p = image + c * plane;
+    for (int64_t k = 0; k < plane; ++k) p[k] = std::min(1.0f, std::max(0.0f, p[k] * sd + m));
+  }
 }
 
 }  // namespace train

@@ -1,6 +1,7 @@
 // Attention maps (SPEC section 6): the per-patch selection scores drawn as a
 // heat map over the image on the patch grid, selected patches outlined and
-// unselected dimmed, plus a tile sheet of the selected patches.
+// unselected dimmed, plus a tile sheet of the selected patches. Grayscale
+// images and colour photographs alike: the image is (C, H, W) in [0, 1].
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,7 +13,8 @@ namespace ipsnet {
 namespace train {
 
 struct AttentionMapInput {
-  const float* image = nullptr;  // (H, W) in [0, 1]
+  const float* image = nullptr;  // (C, H, W) in [0, 1]
+  int64_t channels = 1;          // C: 1 (gray) or 3 (RGB)
   PatchGrid grid;
   std::vector<int64_t> selected;        // (M) patch indices
   std::vector<float> selected_scores;   // (M) final-iteration scores (may be empty)
@@ -23,9 +25,14 @@ struct AttentionMapInput {
 /// downscale by max-pooling so strokes survive; 0 = full resolution).
 std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t max_side, int64_t* out_h,
                                           int64_t* out_w);
-/// Gray tile sheet of the selected patches in selection order, each scaled by
-/// an integer factor to at least 64 px, 4 px gaps.
+/// Tile sheet (h, w, C) of the selected patches in selection order, each
+/// scaled by an integer factor to at least 64 px, 4 px gaps; C = in.channels.
 std::vector<uint8_t> render_tile_sheet(const AttentionMapInput& in, int64_t* out_h, int64_t* out_w);
+
+/// Undoes a per-channel normalisation for display: image (C, H, W) holding
+/// (x - mean[c]) / std[c] becomes x, clamped to [0, 1]. `normalize` is the
+/// config's key: "none" (only the clamp) or "imagenet".
+void denormalize_for_display(float* image, int64_t channels, int64_t plane, const std::string& normalize);
 
 }  // namespace train
 }  // namespace ipsnet
