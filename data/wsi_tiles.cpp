@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "data/binary_file.h"
+#include "data/resize.h"
 #include "data/wsi_slide.h"
 #include "engine/common/error.h"
 #include "engine/common/files.h"
@@ -313,6 +314,34 @@ SlideTiles read_tiles_file(const std::string& path) {
     off += kTileRecord;
   }
   return t;
+}
+
+void read_tile(const WsiSlide& slide, const SlideTiles& t, const Tile& tile, int64_t crop,
+               const std::string& normalize, float* dst) {
+  const int64_t r = t.read_size, s = t.out_size, c = crop > 0 ? crop : s;
+  IPSNET_CHECK(c <= s, "centre crop ", c, " is larger than the tiles (", s, " px) of '", t.slide_path, "'");
+  IPSNET_CHECK(normalize == "none" || normalize == "imagenet", "normalize '", normalize,
+               "' is not one of none, imagenet");
+  std::vector<uint8_t> rgb(static_cast<size_t>(r * r * 3));
+  slide.read_region(tile.x, tile.y, t.level, r, r, rgb.data());
+  // Planes in [0, 1] at the read size, then resized to out_size when needed.
+  std::vector<float> planes(static_cast<size_t>(3 * s * s));
+  std::vector<float> plane(static_cast<size_t>(r * r));
+  for (int ch = 0; ch < 3; ++ch) {
+    for (int64_t i = 0; i < r * r; ++i) plane[i] = rgb[i * 3 + ch] * (1.0f / 255.0f);
+    if (r == s) std::copy(plane.begin(), plane.end(), planes.begin() + ch * s * s);
+    else resize_bilinear(plane.data(), r, r, planes.data() + ch * s * s, s, s);
+  }
+  // torchvision's CenterCrop: offset int(round((s - c) / 2)) (round half to even).
+  const int64_t off = static_cast<int64_t>(std::nearbyint((s - c) / 2.0));
+  static const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
+  const bool in = normalize == "imagenet";
+  for (int ch = 0; ch < 3; ++ch)
+    for (int64_t y = 0; y < c; ++y)
+      for (int64_t x = 0; x < c; ++x) {
+        float v = planes[(ch * s + y + off) * s + x + off];
+        dst[(ch * c + y) * c + x] = in ? (v - kMean[ch]) / kStd[ch] : v;
+      }
 }
 
 // ---- slide lists -----------------------------------------------------------------

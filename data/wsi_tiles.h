@@ -87,6 +87,14 @@ void write_tiles_file(const std::string& path, const SlideTiles& t);
 /// Throws one line naming the file on a bad magic, truncation or checksum.
 SlideTiles read_tiles_file(const std::string& path);
 
+/// dst (3, crop, crop) float: tile `tile` of `t` read from the slide at its
+/// level (alpha removed), resized to out_size when the read size differs
+/// (bilinear), centre-cropped to `crop` as torchvision's CenterCrop (crop 0:
+/// no crop, dst is (3, out_size, out_size)), scaled to [0, 1] and, for
+/// normalize "imagenet", standardised with ImageNet's mean and std.
+void read_tile(const WsiSlide& slide, const SlideTiles& t, const Tile& tile, int64_t crop,
+               const std::string& normalize, float* dst);
+
 // ---- slide lists ---------------------------------------------------------------
 struct SlideEntry {
   std::string path, name;  // name: the file name without extension

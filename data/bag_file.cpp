@@ -1,0 +1,103 @@
+// ipsnet's feature bag file (data/bag_file.h).
+#include "data/bag_file.h"
+
+#include <cstring>
+
+#include "engine/common/error.h"
+#include "engine/common/files.h"
+
+namespace ipsnet {
+namespace data {
+
+namespace {
+constexpr char kBagMagic[8] = {'I', 'P', 'S', 'N', 'B', 'A', 'G', '1'};
+constexpr uint32_t kBagVersion = 1;
+constexpr size_t kBagHeader = 128;
+constexpr uint64_t kMaxDim = uint64_t(1) << 40;
+
+uint64_t align64(uint64_t v) { return (v + 63) & ~uint64_t(63); }
+}  // namespace
+
+void write_bag(const std::string& path, const BagInfo& info, const float* features, const int64_t* coords) {
+  IPSNET_CHECK(info.n >= 0 && info.F >= 1, "write_bag: bad shape (", info.n, ", ", info.F, ")");
+  const uint64_t fbytes = static_cast<uint64_t>(info.n * info.F) * sizeof(float);
+  const uint64_t cbytes = static_cast<uint64_t>(info.n) * 2 * sizeof(int64_t);
+  const uint64_t foff = align64(kBagHeader + info.name.size() + info.split.size());
+  const uint64_t coff = foff + fbytes;
+  const uint64_t size = coff + cbytes;
+  std::vector<uint8_t> head(foff, 0);
+  std::copy_n(kBagMagic, 8, head.data());
+  put<uint32_t>(head.data(), 8, kBagVersion);
+  put<int64_t>(head.data(), 16, info.n);
+  put<int64_t>(head.data(), 24, info.F);
+  put<int64_t>(head.data(), 32, info.label);
+  put<int32_t>(head.data(), 40, info.level);
+  put<double>(head.data(), 48, info.extent0);
+  put<int64_t>(head.data(), 56, info.read_size);
+  put<int64_t>(head.data(), 64, info.out_size);
+  put<uint64_t>(head.data(), 72, foff);
+  put<uint64_t>(head.data(), 80, coff);
+  put<uint64_t>(head.data(), 88, size);
+  put<uint32_t>(head.data(), 96, static_cast<uint32_t>(info.name.size()));
+  put<uint32_t>(head.data(), 100, static_cast<uint32_t>(info.split.size()));
+  put<uint32_t>(head.data(), 104, crc32_of(features, fbytes));
+  put<uint32_t>(head.data(), 108, crc32_of(coords, cbytes));
+  std::memcpy(head.data() + kBagHeader, info.name.data(), info.name.size());
+  std::memcpy(head.data() + kBagHeader + info.name.size(), info.split.data(), info.split.size());
+  // The header's checksum covers the header (this field zero) and the names.
+  put<uint32_t>(head.data(), 124, crc32_of(head.data(), head.size()));
+  AtomicFile f(path);
+  f.write(head.data(), head.size());
+  f.write(features, fbytes);
+  f.write(coords, cbytes);
+  f.commit();
+}
+
+BagReader BagReader::open(const std::string& path) {
+  BagReader r;
+  r.path_ = path;
+  r.map_ = MappedFile::map(path);
+  const uint8_t* p = r.map_->ptr;
+  const size_t size = r.map_->size;
+  IPSNET_CHECK(size >= kBagHeader && std::memcmp(p, kBagMagic, 8) == 0, "'", path,
+               "' is not an ipsnet feature bag (`ipsnet extract-features` writes them)");
+  IPSNET_CHECK(get<uint32_t>(p, 8) == kBagVersion, "the bag '", path, "' has version ", get<uint32_t>(p, 8),
+               ", expected ", kBagVersion);
+  BagInfo& in = r.info_;
+  in.n = get<int64_t>(p, 16);
+  in.F = get<int64_t>(p, 24);
+  in.label = get<int64_t>(p, 32);
+  in.level = get<int32_t>(p, 40);
+  in.extent0 = get<double>(p, 48);
+  in.read_size = get<int64_t>(p, 56);
+  in.out_size = get<int64_t>(p, 64);
+  const uint64_t foff = get<uint64_t>(p, 72), coff = get<uint64_t>(p, 80), want = get<uint64_t>(p, 88);
+  const uint32_t ln = get<uint32_t>(p, 96), ls = get<uint32_t>(p, 100);
+  IPSNET_CHECK(want == size, "the bag '", path, "' is truncated or damaged: ", size, " bytes, its header says ", want);
+  IPSNET_CHECK(in.n >= 0 && static_cast<uint64_t>(in.n) < kMaxDim && in.F >= 1 && static_cast<uint64_t>(in.F) < kMaxDim &&
+                   kBagHeader + ln + ls <= foff && foff % 64 == 0 &&
+                   coff == foff + static_cast<uint64_t>(in.n * in.F) * sizeof(float) &&
+                   size == coff + static_cast<uint64_t>(in.n) * 16,
+               "the bag '", path, "' has an inconsistent header (damaged)");
+  std::vector<uint8_t> head(p, p + foff);
+  const uint32_t hcrc = get<uint32_t>(head.data(), 124);
+  put<uint32_t>(head.data(), 124, 0);
+  IPSNET_CHECK(crc32_of(head.data(), head.size()) == hcrc, "the bag '", path, "' fails its header checksum (damaged)");
+  in.name.assign(reinterpret_cast<const char*>(p + kBagHeader), ln);
+  in.split.assign(reinterpret_cast<const char*>(p + kBagHeader + ln), ls);
+  r.features_ = reinterpret_cast<const float*>(p + foff);
+  r.coords_ = reinterpret_cast<const int64_t*>(p + coff);
+  r.features_crc_ = get<uint32_t>(p, 104);
+  r.coords_crc_ = get<uint32_t>(p, 108);
+  return r;
+}
+
+void BagReader::verify() const {
+  IPSNET_CHECK(crc32_of(features_, static_cast<size_t>(info_.n * info_.F) * sizeof(float)) == features_crc_,
+               "the bag '", path_, "' fails its feature checksum (damaged)");
+  IPSNET_CHECK(crc32_of(coords_, static_cast<size_t>(info_.n) * 16) == coords_crc_, "the bag '", path_,
+               "' fails its coordinate checksum (damaged)");
+}
+
+}  // namespace data
+}  // namespace ipsnet
