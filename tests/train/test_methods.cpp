@@ -105,6 +105,27 @@ TEST(MethodCnn, SaysBeforeAllocatingWhenAStepWillNotFit) {
   }
 }
 
+TEST(MethodCnn, RefusesWithTheEstimateBeforeAllocatingTheBatch) {
+  // No memory_limit_mib: the device's own memory. B = 16384 images of 168x168
+  // need far more than any test machine has; the refusal comes from the two
+  // small probe steps, long before a batch is read or allocated.
+  TempDir out;
+  reset_peak_memory(Device::cpu());
+  const int64_t before = memory_stats(Device::cpu()).allocated_bytes;
+  try {
+    train::Trainer t(method_config("cnn", tiny().dir, out.path, "B: 16384\n"), true);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("method cnn: a training step on B = 16384 images of 168x168 needs about"), std::string::npos)
+        << m;
+    EXPECT_NE(m.find(" available: lower B or cnn_scale, or use method ips"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  // The batch alone would be 16384 * 168 * 168 * 4 bytes = 1.7 GiB.
+  EXPECT_LT(memory_stats(Device::cpu()).peak_allocated_bytes - before, int64_t(256) << 20);
+}
+
 TEST(MethodCnn, ReadImagesDownscales) {
   const auto src = data::open_source(tiny().dir, "test", {28, 28});
   Tensor full = train::read_images(*src, {0, 1}, 1.0, Device::cpu());
@@ -370,6 +391,14 @@ TEST(MethodAts, BadInputIsOneClearLine) {
   EXPECT_NE(m.find("expected sample or topk"), std::string::npos) << m;
   m = error_of(tiny_ats().dir, "eager: true\n");
   EXPECT_NE(m.find("set eager: false"), std::string::npos) << m;
+  for (const char* extra : {"", "scale: 0.001\n", "n_patches: 401\n"}) {
+    m = error_of(extra[0] == 'n' ? tiny_ats().dir : tiny().dir, extra);
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;  // one line each
+  }
+  // With replacement, more samples than positions are fine (the original allows it).
+  TempDir out2;
+  train::Trainer t(method_config("ats", tiny_ats().dir, out2.path, "n_patches: 401\nats_replace: true\n"), true);
+  EXPECT_TRUE(std::isfinite(t.train_step(std::vector<int64_t>{0, 1})));
 }
 
 // ---- ats: golden test against PyTorch ------------------------------------------------

@@ -160,8 +160,8 @@ class CNNMethod : public Method {
   // the activations of a fully convolutional network grow linearly with the
   // pixels, so two probes (64^2 and 128^2 images) give the fixed part
   // (gradients, workspaces) and the bytes per pixel; the step on B images of
-  // h x w then needs fixed + B*h*w*per_pixel, plus the optimizer's two
-  // moments, the batch itself and one full-size image read on the host.
+  // h x w then needs fixed + B*h*w*per_pixel, plus the optimizer's state,
+  // the batch itself and one full-size image read on the host.
   void check_memory(int64_t H, int64_t W) {
     checked_h_ = H;
     checked_w_ = W;
@@ -174,7 +174,10 @@ class CNNMethod : public Method {
     const double B = static_cast<double>(cfg_.B), C = static_cast<double>(cfg_.n_chan_in);
     const double params = static_cast<double>(net_->num_parameters()) * 4.0;
     const double act = B * static_cast<double>(h * w) * per_pixel;
-    const double need = fixed + act + 2 * params + B * C * h * w * 4.0 + C * H * W * 4.0;
+    // The optimizer's state per parameter: two moments (adamw, adam), one
+    // momentum buffer (sgd with momentum), none (plain sgd).
+    const double slots = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1.0 : 0.0) : 2.0;
+    const double need = fixed + act + slots * params + B * C * h * w * 4.0 + C * H * W * 4.0;
     const int64_t have = device_memory_bytes(cfg_, device_);
     // 10 % headroom: the two-probe fit came out 3-4 % below the measured peaks
     // (1500x1500: 6.59 GiB estimated, 6.86 GiB measured; 375x375: 437 vs 449 MiB).
