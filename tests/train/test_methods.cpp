@@ -539,6 +539,35 @@ TEST(TrainingOptions, ConfigKeysReachTheTrainer) {
   EXPECT_TRUE(std::isfinite(a.train_step(std::vector<int64_t>{0, 1, 2, 3})));
 }
 
+TEST(TrainingOptions, SgdWithAStepScheduleResumesExactly) {
+  // The momentum buffers are in the checkpoint and the rate is a function of
+  // the step: an interrupted run continues as the uninterrupted one, across
+  // the epoch where lr drops.
+  const std::string extra =
+      "n_patches: 4\noptimizer: sgd\nmomentum: 0.9\nlr: 0.05\nlr_schedule: step\ndecrease_lr_at: [1]\n"
+      "prefetch: false\neval_every: 0\n";
+  TempDir out_a, out_b;
+  train::Trainer a(method_config("ats", tiny_ats().dir, out_a.path, extra), true);
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t e = 0; e < 2; ++e) {
+    const std::vector<int64_t> order = a.epoch_order(e);
+    for (size_t s = 0; s + 8 <= order.size(); s += 8) batches.emplace_back(order.begin() + s, order.begin() + s + 8);
+  }
+  ASSERT_EQ(batches.size(), 8u);
+  std::vector<double> losses_a;
+  for (size_t k = 0; k < 6; ++k) losses_a.push_back(a.train_step(batches[k]));
+  {
+    train::Trainer b(method_config("ats", tiny_ats().dir, out_b.path, extra), true);
+    train::interrupt_flag() = true;  // stops after the first step
+    EXPECT_FALSE(b.fit());
+    train::interrupt_flag() = false;
+  }
+  auto r = train::Trainer::resume(out_b.path + "/run", true);
+  ASSERT_EQ(r->global_step(), 1);
+  for (size_t k = 1; k < 6; ++k) EXPECT_NEAR(r->train_step(batches[k]), losses_a[k], 1e-9) << "step " << k + 1;
+  EXPECT_DOUBLE_EQ(r->schedule().at(5), 0.005);
+}
+
 TEST(TrainingOptions, BadValuesAreOneClearLine) {
   auto error_of = [](const std::string& yaml) -> std::string {
     try {
