@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -29,6 +30,14 @@ void ArgParser::add_option(const std::string& name, const std::string& default_v
   o.name = normalise(name);
   o.default_value = default_value;
   o.help = help;
+  options_.push_back(o);
+}
+
+void ArgParser::add_repeatable(const std::string& name, const std::string& help) {
+  Option o;
+  o.name = normalise(name);
+  o.help = help + " (repeatable)";
+  o.repeatable = true;
   options_.push_back(o);
 }
 
@@ -64,6 +73,11 @@ const ArgParser::Option& ArgParser::find(const std::string& name) const {
 
 bool ArgParser::parse(const std::vector<std::string>& args) {
   positionals_.clear();
+  for (auto& o : options_) {  // a fresh parse
+    o.set = false;
+    o.value.clear();
+    o.values.clear();
+  }
   bool options_done = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -119,7 +133,10 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
       IPSNET_CHECK(i + 1 < args.size(), command_, ": option --", name, " expects a value");
       value = args[++i];
     }
+    IPSNET_CHECK(!o->set || o->repeatable || o->is_flag, command_, ": option --", name,
+                 " was given twice ('", o->value, "' and '", value, "'); give it once");
     o->value = value;
+    o->values.push_back(value);
     o->set = true;
   }
   if (positionals_.size() != positional_decl_.size()) {
@@ -180,6 +197,22 @@ int64_t ArgParser::get_int64(const std::string& name) const {
   return static_cast<int64_t>(v);
 }
 
+int64_t ArgParser::get_int64(const std::string& name, int64_t lo, int64_t hi) const {
+  const std::string s = get_string(name);
+  const Option& o = find(name);
+  IPSNET_CHECK(!s.empty(), command_, ": option --", o.name, " needs an integer value");
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  IPSNET_CHECK(end && *end == '\0' && end != s.c_str(), command_, ": option --", o.name,
+               " expects an integer, got '", s, "'");
+  IPSNET_CHECK(errno == 0 && v >= lo && v <= hi, command_, ": option --", o.name, " must be in ", lo, "..", hi,
+               ", got '", s, "'");
+  return static_cast<int64_t>(v);
+}
+
+std::vector<std::string> ArgParser::get_all(const std::string& name) const { return find(name).values; }
+
 double ArgParser::get_double(const std::string& name) const {
   std::string s = get_string(name);
   const Option& o = find(name);
@@ -187,8 +220,8 @@ double ArgParser::get_double(const std::string& name) const {
   errno = 0;
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  IPSNET_CHECK(errno == 0 && end && *end == '\0', command_, ": option --", o.name,
-               " expects a number, got '", s, "'");
+  IPSNET_CHECK(errno == 0 && end && *end == '\0' && std::isfinite(v), command_, ": option --", o.name,
+               " expects a number, got '", s, "'", end && *end == '\0' ? " (not finite)" : "");
   return v;
 }
 

@@ -23,6 +23,9 @@
 namespace ipsnet {
 namespace app {
 
+/// The largest thread count any command accepts (--threads, OMP_NUM_THREADS).
+constexpr int kMaxThreads = 1024;
+
 class ArgParser {
  public:
   /// command: the subcommand name (for messages); summary: one line for --help.
@@ -31,6 +34,8 @@ class ArgParser {
   /// Declares `--name VALUE` with a default ("" means no default: get_* on an
   /// unset option without default returns "" / throws for typed getters).
   void add_option(const std::string& name, const std::string& default_value, const std::string& help);
+  /// Declares `--name VALUE` that may be given several times (get_all).
+  void add_repeatable(const std::string& name, const std::string& help);
   /// Declares a boolean `--name` (default false).
   void add_flag(const std::string& name, const std::string& help);
   /// Declares a required positional argument (in order).
@@ -49,6 +54,10 @@ class ArgParser {
   bool is_set(const std::string& name) const;
   std::string get_string(const std::string& name) const;
   int64_t get_int64(const std::string& name) const;
+  /// get_int64 checked against [lo, hi]: one line naming the option and range.
+  int64_t get_int64(const std::string& name, int64_t lo, int64_t hi) const;
+  /// Every value of a repeatable option, in command-line order.
+  std::vector<std::string> get_all(const std::string& name) const;
   double get_double(const std::string& name) const;
   bool get_flag(const std::string& name) const;
   /// The i-th positional argument (declared order).
@@ -61,8 +70,10 @@ class ArgParser {
   struct Option {
     std::string name, default_value, help;
     bool is_flag = false;
+    bool repeatable = false;
     bool set = false;
     std::string value;
+    std::vector<std::string> values;  // repeatable options: every value
   };
   const Option& find(const std::string& name) const;
   Option* lookup(const std::string& name);

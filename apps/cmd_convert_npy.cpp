@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -92,7 +93,11 @@ std::string json_value(const std::string& text, const std::string& key) {
 int64_t json_int(const std::string& text, const std::string& key, const std::string& file) {
   std::string v = json_value(text, key);
   IPSNET_CHECK(!v.empty(), "'", file, "' lacks the integer \"", key, "\"");
-  return std::stoll(v);
+  errno = 0;
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  IPSNET_CHECK(end && *end == '\0' && errno == 0, "'", file, "': \"", key, "\" is '", v, "', expected an integer");
+  return x;
 }
 
 // ---- export -------------------------------------------------------------------
@@ -198,6 +203,9 @@ void import_split(const std::string& flat, const std::string& split, const std::
     IPSNET_CHECK(v.idx.size() == v.val.size(), split, pre, ": ", v.idx.size(), " indices but ", v.val.size(), " values");
     IPSNET_CHECK(!v.off.empty() && v.off.front() == 0 && v.off.back() == static_cast<int64_t>(v.idx.size()), split,
                  pre, "_offsets.npy does not cover the ", v.idx.size(), " nonzeros");
+    for (size_t i = 0; i + 1 < v.off.size(); ++i)
+      IPSNET_CHECK(v.off[i] <= v.off[i + 1], split, pre, "_offsets.npy: offset ", i + 1, " (", v.off[i + 1],
+                   ") is smaller than offset ", i, " (", v.off[i], "); offsets must not decrease");
     (void)h, (void)w;
     return v;
   };
@@ -212,6 +220,17 @@ void import_split(const std::string& flat, const std::string& split, const std::
   std::vector<int64_t> multi = load("_multi.npy").as_int64();
   IPSNET_CHECK(static_cast<int64_t>(labels.size()) == 4 * n && static_cast<int64_t>(multi.size()) == 10 * n, split,
                ": labels/multi arrays do not match ", n, " images");
+  for (int64_t i = 0; i < n; ++i) {
+    static const char* names[4] = {"majority", "max", "top", "n_noise"};
+    for (int k = 0; k < 3; ++k)
+      IPSNET_CHECK(labels[4 * i + k] >= -1 && labels[4 * i + k] <= 9, split, "_labels.npy: image ", i, " has ",
+                   names[k], " label ", labels[4 * i + k], ", expected a digit 0..9 (or -1: unknown)");
+    IPSNET_CHECK(labels[4 * i + 3] >= -1, split, "_labels.npy: image ", i, " has n_noise ", labels[4 * i + 3],
+                 ", expected >= 0 (or -1: unknown)");
+    for (int c = 0; c < 10; ++c)
+      IPSNET_CHECK(multi[10 * i + c] == 0 || multi[10 * i + c] == 1, split, "_multi.npy: image ", i, " class ", c,
+                   " is ", multi[10 * i + c], ", expected 0 or 1");
+  }
   std::vector<int64_t> digits;
   if (fs::exists(flat + "/" + split + "_digits.npy")) {
     digits = load("_digits.npy").as_int64();
@@ -253,7 +272,14 @@ void import_split(const std::string& flat, const std::string& split, const std::
     if (!digits.empty())
       for (int d = 0; d < data::kMaxDigitsPerImage; ++d) {
         const int64_t* g = &digits[(i * data::kMaxDigitsPerImage + d) * 4];
-        if (g[2] > 0) m.digits.push_back({g[0], g[1], g[2], static_cast<int>(g[3])});
+        if (g[2] > 0) {
+          IPSNET_CHECK(g[0] >= 0 && g[1] >= 0 && g[0] <= header.height - g[2] && g[1] <= header.width - g[2] &&
+                           g[3] >= 0 && g[3] <= 9,
+                       split, "_digits.npy: image ", i, " digit ", d, " (row ", g[0], ", col ", g[1], ", size ", g[2],
+                       ", label ", g[3], ") is not a digit 0..9 inside the ", header.height, "x", header.width,
+                       " canvas");
+          m.digits.push_back({g[0], g[1], g[2], static_cast<int>(g[3])});
+        }
       }
     writer.append(data::encode_record(high, has_low ? &low : nullptr), high.nnz(), low.nnz(), m);
   }
@@ -268,6 +294,12 @@ void import_flat(const std::string& flat, const std::string& out) {
   h.width = json_int(js, "width", flat + "/flat.json");
   h.lowres_height = json_int(js, "lowres_height", flat + "/flat.json");
   h.lowres_width = json_int(js, "lowres_width", flat + "/flat.json");
+  IPSNET_CHECK(h.height >= 1 && h.width >= 1 && h.height <= 65535 && h.width <= 65535, "'", flat,
+               "/flat.json': canvas ", h.height, "x", h.width, " is not in 1..65535 per side");
+  IPSNET_CHECK(h.lowres_height >= 0 && h.lowres_width >= 0 && h.lowres_height <= h.height &&
+                   h.lowres_width <= h.width && (h.lowres_height == 0) == (h.lowres_width == 0),
+               "'", flat, "/flat.json': low-resolution view ", h.lowres_height, "x", h.lowres_width,
+               " does not fit the ", h.height, "x", h.width, " canvas");
   // A directory may hold one split only (e.g. just test.npy, for `ipsnet eval`).
   int n_splits = 0;
   for (const char* split : {"train", "test"}) {

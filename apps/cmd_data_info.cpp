@@ -22,6 +22,9 @@ int run_data_info(const std::vector<std::string>& args) {
   if (!p.parse(args)) return 0;
   const std::string dir = p.positional(0);
   IPSNET_CHECK(std::filesystem::is_directory(dir), "dataset directory '", dir, "' does not exist");
+  IPSNET_CHECK(data::is_photo_dataset(dir) || std::filesystem::exists(dir + "/train.ipsd") || std::filesystem::exists(dir + "/test.ipsd"), "'", dir,
+               "' is not an ipsnet dataset (no train.ipsd or test.ipsd, and no photographs); make one with "
+               "`ipsnet generate-data` or `ipsnet import-npy`");
   {
     std::ifstream in(dir + "/parameters.json");
     if (in.good()) {

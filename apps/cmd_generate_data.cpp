@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
@@ -17,6 +18,7 @@
 #include "data/png_writer.h"
 #include "data/signs_generator.h"
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace app {
@@ -53,18 +55,31 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
+// Refuses a request whose estimated size on disk exceeds what the file
+// system of `out` has free, before anything is written.
+void check_disk(const std::string& out, int64_t images, double bytes_per_image) {
+  const double need = static_cast<double>(images) * bytes_per_image;
+  const long long free_bytes = free_disk_bytes(out);
+  IPSNET_CHECK(free_bytes < 0 || need <= static_cast<double>(free_bytes), "generate-data: ", images,
+               " images need an estimated ", human_bytes(need), " of disk (about ", human_bytes(bytes_per_image),
+               " each) but the file system of '", out, "' has ", human_bytes(static_cast<double>(free_bytes)),
+               " free; lower --n-train / --n-test or the canvas size");
+}
+
 // --style signs: JPEG scenes + annotations.txt in OUT/Set1, OUT/Set2 (data/signs_generator.h).
 int run_signs(const ArgParser& p) {
   data::SignsOptions o;
-  if (p.is_set("n-train")) o.n_set1 = p.get_int64("n-train");
-  if (p.is_set("n-test")) o.n_set2 = p.get_int64("n-test");
-  if (p.is_set("width")) o.width = p.get_int64("width");
-  if (p.is_set("height")) o.height = p.get_int64("height");
-  o.seed = p.get_int64("seed");
-  o.threads = static_cast<int>(p.get_int64("threads"));
+  if (p.is_set("n-train")) o.n_set1 = p.get_int64("n-train", 0, INT64_MAX);
+  if (p.is_set("n-test")) o.n_set2 = p.get_int64("n-test", 0, INT64_MAX);
+  if (p.is_set("width")) o.width = p.get_int64("width", 1, 1 << 16);
+  if (p.is_set("height")) o.height = p.get_int64("height", 1, 1 << 16);
+  o.seed = p.get_int64("seed", 0, INT64_MAX);
+  o.threads = static_cast<int>(p.get_int64("threads", 0, kMaxThreads));
   o.force = p.get_flag("force");
   const std::string out = p.positional(0);
   IPSNET_CHECK(o.force || !std::filesystem::exists(out), "output '", out, "' already exists; pass --force to replace it");
+  // A JPEG scene at quality 90 takes about a tenth of a byte per pixel at least.
+  check_disk(out, o.n_set1 + o.n_set2, 0.1 * static_cast<double>(o.height) * static_cast<double>(o.width));
   data::DigitSource src = data::find_digit_source(p.get_string("mnist"), p.get_string("digits"));
   const auto t0 = std::chrono::steady_clock::now();
   data::SignsStats st = data::generate_signs(o, src, out);
@@ -121,16 +136,16 @@ int run_generate(const std::vector<std::string>& args) {
   if (p.get_string("style") == "signs") return run_signs(p);
 
   data::MegapixelOptions o = data::default_options(p.get_string("style"));
-  if (p.is_set("n-train")) o.n_train = p.get_int64("n-train");
-  if (p.is_set("n-test")) o.n_test = p.get_int64("n-test");
-  if (p.is_set("width")) o.width = p.get_int64("width");
-  if (p.is_set("height")) o.height = p.get_int64("height");
+  if (p.is_set("n-train")) o.n_train = p.get_int64("n-train", 0, INT64_MAX);
+  if (p.is_set("n-test")) o.n_test = p.get_int64("n-test", 0, INT64_MAX);
+  if (p.is_set("width")) o.width = p.get_int64("width", 1, INT32_MAX);
+  if (p.is_set("height")) o.height = p.get_int64("height", 1, INT32_MAX);
   o.scale = p.get_double("scale");
   o.noise = !p.get_flag("no-noise");
   int64_t seed = p.get_int64("seed");
   IPSNET_CHECK(seed >= 0, "--seed must be >= 0, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
-  if (p.is_set("n-noise")) o.n_noise = p.get_int64("n-noise");
+  if (p.is_set("n-noise")) o.n_noise = p.get_int64("n-noise", 0, INT64_MAX);
   IPSNET_CHECK(!(p.is_set("o2i") && p.is_set("digit-size")), "give either --o2i or --digit-size, not both");
   if (p.is_set("digit-size")) o.digit_size = p.get_int64("digit-size");
   if (p.is_set("o2i")) {
@@ -143,18 +158,34 @@ int run_generate(const std::vector<std::string>& args) {
   IPSNET_CHECK(o.style == "pineneedle" || (!p.is_set("noise-size") && !p.is_set("thickness")),
                "--noise-size and --thickness apply to --style pineneedle only");
   o.thickness = p.get_int64("thickness");
-  int64_t threads = p.get_int64("threads");
-  IPSNET_CHECK(threads >= 0 && threads <= 1024, "--threads must be in 0..1024, got ", threads);
-  o.threads = static_cast<int>(threads);
-  int64_t preview = p.get_int64("preview");
-  IPSNET_CHECK(preview >= 0, "--preview must be >= 0, got ", preview);
+  o.threads = static_cast<int>(p.get_int64("threads", 0, kMaxThreads));
+  int64_t preview = p.get_int64("preview", 0, INT64_MAX);
   data::validate_options(o);
+  // Noise placements beyond covering the canvas ten times only cost time (and,
+  // for pineneedle, memory for the bank of patterns).
+  {
+    const int64_t ns = std::max<int64_t>(1, o.noise_size);
+    const int64_t cap = std::max<int64_t>(1000, 10 * (o.height / ns) * (o.width / ns));
+    IPSNET_CHECK(!o.noise || o.n_noise <= cap, "--n-noise ", o.n_noise, " would cover a ", o.height, "x", o.width,
+                 " canvas more than ten times with ", ns, " px patterns; expected at most ", cap);
+  }
 
   const std::string out = p.positional(0);
   bool force = p.get_flag("force");
   // Refuse early, before the digits are loaded.
   IPSNET_CHECK(force || !std::filesystem::exists(out), "output '", out,
                "' already exists; pass --force to replace it");
+  {
+    // Sparse records: about 6 bytes per non-zero pixel (MNIST digits are more than
+    // 15 % ink, noise patterns 7 %) and a row table: a lower bound; previews aside.
+    const double digit_px = o.style == "mnist" ? std::pow(static_cast<double>(std::min(o.height, o.width)), 2)
+                                               : 5.0 * static_cast<double>(o.digit_size * o.digit_size);
+    const double noise_px = o.noise ? static_cast<double>(o.n_noise) * static_cast<double>(o.noise_size * o.noise_size)
+                                    : 0.0;
+    const double per_image = 6.0 * (0.15 * digit_px + 0.07 * noise_px) + 2.0 * static_cast<double>(o.height);
+    IPSNET_CHECK(o.n_train <= INT64_MAX - o.n_test, "--n-train ", o.n_train, " + --n-test ", o.n_test, " overflow");
+    check_disk(out, o.n_train + o.n_test, per_image);
+  }
   data::DigitSource src = data::find_digit_source(p.get_string("mnist"), p.get_string("digits"));
   if (o.style == "mnist") {
     // One digit per image: the default split sizes shrink to the digits available

@@ -1,12 +1,16 @@
 // ipsnet: Iterative Patch Selection for very large images.
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/command.h"
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 
 namespace ipsnet {
 namespace app {
@@ -35,6 +39,7 @@ void print_help() {
 
 int main(int argc, char** argv) {
   using namespace ipsnet::app;
+  using ipsnet::app::kMaxThreads;
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
       std::string(argv[1]) == "help") {
     print_help();
@@ -46,6 +51,21 @@ int main(int argc, char** argv) {
   }
   std::string name = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
+  // SIGINT/SIGTERM go to one watcher thread that removes every temporary
+  // (engine/common/files.h); `train` turns the first one into a checkpoint.
+  ipsnet::install_signal_cleanup();
+  // libgomp starts OMP_NUM_THREADS threads at the first parallel loop and
+  // crashes for absurd counts: refuse them here, in one line.
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(env, &end, 10);
+    if (*env && (errno != 0 || *end != '\0' || v < 1 || v > kMaxThreads)) {
+      std::fprintf(stderr, "ipsnet %s: error: OMP_NUM_THREADS='%s': expected a thread count in 1..%d\n", name.c_str(),
+                   env, kMaxThreads);
+      return 2;
+    }
+  }
   for (const auto& c : command_table()) {
     if (c.name != name) continue;
     try {

@@ -273,6 +273,13 @@ DatasetReader DatasetReader::open(const std::string& dir, const std::string& spl
   h.lowres_height = get<int64_t>(dh, 40);
   h.lowres_width = get<int64_t>(dh, 48);
   h.style = style_name(get<uint32_t>(dh, 56));
+  // Columns are 16-bit: a side above kMaxCanvasSide (or a negative one) is corruption,
+  // refused before anything is sized by it.
+  IPSNET_CHECK(h.height >= 1 && h.width >= 1 && h.height <= kMaxCanvasSide && h.width <= kMaxCanvasSide && h.lowres_height >= 0 &&
+                   h.lowres_width >= 0 && h.lowres_height <= h.height && h.lowres_width <= h.width &&
+                   (h.lowres_height == 0) == (h.lowres_width == 0),
+               "'", r.path_, "': canvas ", h.height, "x", h.width, " with low-resolution view ", h.lowres_height, "x",
+               h.lowres_width, " is not a valid size (corrupt file)");
   IPSNET_CHECK(get<int64_t>(ih, 16) == h.n, "'", ipath, "' indexes ", get<int64_t>(ih, 16), " images but '", r.path_,
                "' holds ", h.n);
   IPSNET_CHECK(h.n >= 0 && r.index_map_->size == kHeaderBytes + kEntryBytes * static_cast<uint64_t>(h.n), "'",

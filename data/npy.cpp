@@ -1,6 +1,9 @@
 #include "data/npy.h"
 
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -73,9 +76,15 @@ void write_npy(const std::string& path, const std::string& descr, const std::vec
 }
 
 NpyArray read_npy(const std::string& path) {
+  std::error_code ec;
+  IPSNET_CHECK(!std::filesystem::is_directory(path, ec), "'", path, "' is a directory, not a .npy file");
   std::ifstream in(path, std::ios::binary);
   IPSNET_CHECK(in.good(), "cannot open '", path, "'");
   std::vector<uint8_t> all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_npy(all, path);
+}
+
+NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
   IPSNET_CHECK(all.size() >= 10 && all[0] == 0x93 && std::memcmp(&all[1], "NUMPY", 5) == 0, "'", path,
                "' is not a .npy file");
   size_t hlen, start;
@@ -83,33 +92,55 @@ NpyArray read_npy(const std::string& path) {
     hlen = all[8] | (all[9] << 8);
     start = 10;
   } else {
+    IPSNET_CHECK(all[6] == 2 || all[6] == 3, "'", path, "': unsupported .npy version ", int(all[6]));
     IPSNET_CHECK(all.size() >= 12, "'", path, "' is truncated");
     hlen = all[8] | (all[9] << 8) | (size_t(all[10]) << 16) | (size_t(all[11]) << 24);
     start = 12;
   }
-  IPSNET_CHECK(all.size() >= start + hlen, "'", path, "' is truncated (header)");
-  std::string h(all.begin() + start, all.begin() + start + hlen);
+  IPSNET_CHECK(all.size() >= start && all.size() - start >= hlen, "'", path, "' is truncated (header)");
+  std::string h(all.begin() + static_cast<std::ptrdiff_t>(start), all.begin() + static_cast<std::ptrdiff_t>(start + hlen));
   NpyArray a;
   size_t p = h.find("'descr':");
   IPSNET_CHECK(p != std::string::npos, "'", path, "': no descr in header");
-  size_t q1 = h.find('\'', p + 8), q2 = h.find('\'', q1 + 1);
+  size_t q1 = h.find('\'', p + 8);
+  size_t q2 = q1 == std::string::npos ? q1 : h.find('\'', q1 + 1);
+  IPSNET_CHECK(q2 != std::string::npos, "'", path, "': the descr in the header is not a quoted string");
   a.descr = h.substr(q1 + 1, q2 - q1 - 1);
   IPSNET_CHECK(a.descr != "|O", "'", path, "' is a pickled object array; convert it with scripts/npy_convert.py");
   IPSNET_CHECK(h.find("'fortran_order': False") != std::string::npos, "'", path, "' is in Fortran order");
+  size_t isz = 0;
+  try {
+    isz = itemsize(a.descr);
+  } catch (const Error&) {
+    IPSNET_FAIL("'", path, "': unsupported .npy dtype '", a.descr, "' (expected <i8, <i4, <f4, <f8 or |u1)");
+  }
   size_t s = h.find("'shape':");
   IPSNET_CHECK(s != std::string::npos, "'", path, "': no shape in header");
-  size_t o = h.find('(', s), c = h.find(')', o);
+  size_t o = h.find('(', s);
+  size_t c = o == std::string::npos ? o : h.find(')', o);
+  IPSNET_CHECK(c != std::string::npos, "'", path, "': the shape in the header is not a tuple");
   std::string dims = h.substr(o + 1, c - o - 1);
   std::stringstream ss(dims);
   std::string tok;
+  uint64_t numel = 1;
+  bool overflow = false;
   while (std::getline(ss, tok, ',')) {
     if (tok.find_first_not_of(' ') == std::string::npos) continue;
-    a.shape.push_back(std::stoll(tok));
+    errno = 0;
+    char* end = nullptr;
+    long long d = std::strtoll(tok.c_str(), &end, 10);
+    while (end && *end == ' ') ++end;
+    IPSNET_CHECK(end && *end == '\0' && errno == 0 && d >= 0, "'", path, "': shape entry '", tok,
+                 "' is not a non-negative integer");
+    a.shape.push_back(d);
+    if (d != 0 && numel > UINT64_MAX / static_cast<uint64_t>(d)) overflow = true;
+    numel *= static_cast<uint64_t>(d);
   }
-  size_t need = static_cast<size_t>(a.numel()) * itemsize(a.descr);
-  IPSNET_CHECK(all.size() - start - hlen == need, "'", path, "' holds ", all.size() - start - hlen,
-               " data bytes, expected ", need, " (truncated?)");
-  a.bytes.assign(all.begin() + start + hlen, all.end());
+  const size_t data_bytes = all.size() - start - hlen;
+  IPSNET_CHECK(!overflow && numel <= data_bytes / isz && numel * isz == data_bytes, "'", path, "' holds ", data_bytes,
+               " data bytes, which does not match its shape of ", overflow ? "overflowing" : std::to_string(numel),
+               " elements of ", isz, " bytes (truncated?)");
+  a.bytes.assign(all.begin() + static_cast<std::ptrdiff_t>(start + hlen), all.end());
   return a;
 }
 

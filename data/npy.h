@@ -26,6 +26,8 @@ void write_npy(const std::string& path, const std::string& descr, const std::vec
 /// Reads a .npy file; throws on object arrays (pickles), Fortran order,
 /// big-endian data or a truncated file.
 NpyArray read_npy(const std::string& path);
+/// The same on bytes in memory (`path` names them in messages; the fuzzer's entry).
+NpyArray parse_npy(const std::vector<uint8_t>& bytes, const std::string& path);
 
 }  // namespace data
 }  // namespace ipsnet

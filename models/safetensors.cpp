@@ -1,7 +1,11 @@
 #include "models/safetensors.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -228,6 +232,42 @@ void put_le64(std::string& out, uint64_t v) {
   for (int k = 0; k < 8; ++k) out += static_cast<char>((v >> (8 * k)) & 0xFF);
 }
 
+// Checksums written into __metadata__: "crc32:NAME" per tensor (its data
+// bytes) and "crc32:__metadata__" over the other metadata entries. Files
+// without them (PyTorch's) load unchecked.
+const std::string kCrcPrefix = "crc32:";
+const std::string kMetaCrc = "crc32:__metadata__";
+
+uint32_t crc_of(const void* p, size_t n) {
+  uLong c = ::crc32(0L, Z_NULL, 0);
+  const Bytef* b = static_cast<const Bytef*>(p);
+  while (n > 0) {
+    uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    c = ::crc32(c, b, chunk);
+    b += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+std::string hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%08x", v);
+  return buf;
+}
+
+uint32_t metadata_crc(const std::map<std::string, std::string>& m) {
+  std::string all;
+  for (const auto& kv : m) {
+    if (kv.first.rfind(kCrcPrefix, 0) == 0) continue;
+    all += kv.first;
+    all += '\0';
+    all += kv.second;
+    all += '\0';
+  }
+  return crc_of(all.data(), all.size());
+}
+
 const Json* find(const Json& o, const char* key) {
   for (const auto& kv : o.obj)
     if (kv.first == key) return &kv.second;
@@ -317,6 +357,21 @@ File deserialize(const std::string& bytes, const std::string& what) {
   }
   if (pos != data_size)
     fail(str_cat("data section has ", data_size, " bytes but the tensors cover ", pos));
+  auto meta_it = file.metadata.find(kMetaCrc);
+  if (meta_it != file.metadata.end() && meta_it->second != hex32(metadata_crc(file.metadata)))
+    fail(str_cat("the metadata fail their CRC-32 check (stored ", meta_it->second, ", computed ",
+                 hex32(metadata_crc(file.metadata)), "): the file is corrupt"));
+  for (const Entry& e : entries) {
+    auto crc_it = file.metadata.find(kCrcPrefix + e.name);
+    if (crc_it != file.metadata.end()) {
+      const std::string got = hex32(crc_of(data + e.begin, static_cast<size_t>(e.end - e.begin)));
+      if (got != crc_it->second)
+        fail(str_cat("tensor '", e.name, "' fails its CRC-32 check (stored ", crc_it->second, ", computed ", got,
+                     "): the file is corrupt"));
+    }
+  }
+  for (auto it = file.metadata.begin(); it != file.metadata.end();)
+    it = it->first.rfind(kCrcPrefix, 0) == 0 ? file.metadata.erase(it) : std::next(it);
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
     if (e.end > e.begin) std::memcpy(t.raw_data(), data + e.begin, static_cast<size_t>(e.end - e.begin));
@@ -326,6 +381,10 @@ File deserialize(const std::string& bytes, const std::string& what) {
 }
 
 File load(const std::string& path) {
+  std::error_code ec;
+  IPSNET_CHECK(!std::filesystem::is_directory(path, ec), "safetensors: ", path,
+               ": is a directory, not a safetensors file");
+  IPSNET_CHECK(std::filesystem::exists(path, ec), "safetensors: ", path, ": cannot open (no such file)");
   std::ifstream in(path, std::ios::binary);
   IPSNET_CHECK(in.good(), "safetensors: ", path, ": cannot open (", std::strerror(errno), ")");
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -337,7 +396,26 @@ TensorDict load_tensors(const std::string& path) { return load(path).tensors; }
 
 // ---- write ----------------------------------------------------------------------
 
-std::string serialize(const TensorDict& tensors, const std::map<std::string, std::string>& metadata) {
+std::string serialize(const TensorDict& tensors, const std::map<std::string, std::string>& metadata_in) {
+  std::vector<Tensor> host;
+  std::map<std::string, std::string> metadata;
+  for (const auto& kv : metadata_in)
+    if (kv.first.rfind(kCrcPrefix, 0) != 0) metadata.insert(kv);
+  for (const auto& it : tensors) {
+    IPSNET_CHECK(it.first != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
+    check_defined(it.second, "safetensors::save", it.first.c_str());
+    Tensor t = it.second.detach().to(Device::cpu()).contiguous();
+    host.push_back(t);
+  }
+  // Every tensor's bytes and the metadata get a CRC-32 (checked by deserialize).
+  {
+    size_t k = 0;
+    for (const auto& it : tensors) {
+      const Tensor& t = host[k++];
+      metadata[kCrcPrefix + it.first] = hex32(crc_of(t.raw_data(), t.nbytes()));
+    }
+    metadata[kMetaCrc] = hex32(metadata_crc(metadata));
+  }
   JsonWriter h;  // compact
   h.begin_object();
   if (!metadata.empty()) {
@@ -345,13 +423,10 @@ std::string serialize(const TensorDict& tensors, const std::map<std::string, std
     for (const auto& kv : metadata) h.member(kv.first, kv.second);
     h.end_object();
   }
-  std::vector<Tensor> host;
   uint64_t off = 0;
+  size_t k = 0;
   for (const auto& it : tensors) {
-    IPSNET_CHECK(it.first != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
-    check_defined(it.second, "safetensors::save", it.first.c_str());
-    Tensor t = it.second.detach().to(Device::cpu()).contiguous();
-    host.push_back(t);
+    const Tensor& t = host[k++];
     h.key(it.first).begin_object().member("dtype", st_dtype(t.dtype())).key("shape").begin_array();
     for (size_t d = 0; d < t.shape().size(); ++d) h.value(t.shape()[d]);
     uint64_t nb = t.nbytes();

@@ -16,6 +16,7 @@ pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libpng-dev libjpeg62-turbo-dev zlib1g-dev python3 python3-numpy
       libopenslide-dev libtiff-dev)
 pkgs+=(libopenmpi-dev openmpi-bin)  # data-parallel training over MPI (docs/distributed.md)
+pkgs+=(clang libclang-rt-14-dev libomp-14-dev)  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, OpenMP for clang (fuzz/)
 if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 

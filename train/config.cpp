@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iomanip>
 #include <sstream>
 
 #include "engine/common/error.h"
+#include "engine/common/files.h"
 #include "engine/common/strings.h"
 
 namespace ipsnet {
@@ -33,18 +35,31 @@ std::string node_text(const YAML::Node& n) {
 }
 
 int64_t as_int(const YAML::Node& n, const std::string& key) {
+  bool range = false;
   try {
     if (!n.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "");
     std::string s = n.Scalar();
     size_t pos = 0;
-    long long v = std::stoll(s, &pos);
+    long long v = 0;
+    try {
+      v = std::stoll(s, &pos);
+    } catch (const std::out_of_range&) {
+      pos = 0;  // "1e30" or a huge integer: read as a double below
+    }
     if (pos != s.size()) {
-      double d = std::stod(s);  // allow 1e3 written as a float if integral
-      if (d != std::floor(d)) throw std::invalid_argument("");
+      size_t dpos = 0;
+      double d = std::stod(s, &dpos);  // allow 1e3 written as a float if integral
+      if (dpos != s.size() || d != std::floor(d)) throw std::invalid_argument("");
+      // Exactly representable in int64 (2^63 itself is not).
+      if (!(d >= -9.2e18 && d <= 9.2e18)) {
+        range = true;
+        throw std::out_of_range("");
+      }
       return static_cast<int64_t>(d);
     }
     return v;
   } catch (...) {
+    if (range) IPSNET_FAIL("config key '", key, "': ", node_text(n), " is out of the integer range");
     IPSNET_FAIL("config key '", key, "': expected an integer, got ", node_text(n));
   }
 }
@@ -55,10 +70,10 @@ double as_double(const YAML::Node& n, const std::string& key) {
     std::string s = n.Scalar();
     size_t pos = 0;
     double v = std::stod(s, &pos);
-    if (pos != s.size()) throw std::invalid_argument("");
+    if (pos != s.size() || !std::isfinite(v)) throw std::invalid_argument("");
     return v;
   } catch (...) {
-    IPSNET_FAIL("config key '", key, "': expected a number, got ", node_text(n));
+    IPSNET_FAIL("config key '", key, "': expected a finite number, got ", node_text(n));
   }
 }
 
@@ -232,13 +247,22 @@ Config parse_config(const std::string& text, const std::string& source) {
     if (key == "n_class") continue;
     apply_node(cfg, key, it->second);
   }
-  if (cfg.tasks.empty()) cfg.tasks = default_mnist_tasks();
+  if (cfg.tasks.empty()) {
+    // An explicit empty list is an error, not a request for the defaults.
+    IPSNET_CHECK(!cfg.given.count("tasks"), source, ": config key 'tasks' is empty; give at least one task or leave ",
+                 "the key out for the Megapixel MNIST defaults");
+    cfg.tasks = default_mnist_tasks();
+    for (TaskConfig& t : cfg.tasks) t.n_class = cfg.n_class;  // as given tasks default theirs
+  }
   return cfg;
 }
 
 Config load_config(const std::string& path) {
+  std::error_code ec;
+  IPSNET_CHECK(!std::filesystem::is_directory(path, ec), "config file '", path, "' is a directory, not a YAML file");
+  IPSNET_CHECK(std::filesystem::exists(path, ec), "config file '", path, "' does not exist");
   std::ifstream f(path);
-  IPSNET_CHECK(f.good(), "config file '", path, "' cannot be read (missing or no permission)");
+  IPSNET_CHECK(f.good(), "config file '", path, "' cannot be read (no permission?)");
   std::stringstream ss;
   ss << f.rdbuf();
   return parse_config(ss.str(), path);
@@ -255,6 +279,30 @@ void apply_override(Config& cfg, const std::string& assignment) {
     IPSNET_FAIL("--set ", key, ": value '", value, "' is not valid YAML");
   }
   apply_node(cfg, key, n);
+  // Tasks take their class count from n_class unless they were given: an
+  // override of n_class reaches them as it does in a file.
+  if (key == "n_class" && !cfg.given.count("tasks"))
+    for (TaskConfig& t : cfg.tasks) t.n_class = cfg.n_class;
+}
+
+double estimate_memory_bytes(const Config& c) {
+  // Doubles throughout: keys of 1e11 must not overflow the estimate itself.
+  const double D = static_cast<double>(c.D), H = static_cast<double>(c.H);
+  double classes = 0;
+  for (const TaskConfig& t : c.tasks) classes += static_cast<double>(t.n_class);
+  const double encoder = c.enc_type == "resnet50" ? 25e6 : c.enc_type == "resnet34" ? 21e6 : 11.7e6;
+  const double params = encoder + 2048.0 * D + static_cast<double>(c.n_token) * D +
+                        2 * H * static_cast<double>(c.D_k) * D + 2 * H * static_cast<double>(c.D_v) * D +
+                        2 * D * static_cast<double>(c.D_inner) + D * classes + classes;
+  // Weights, gradients and the two AdamW moments in float32.
+  const double state = 16 * params;
+  // The memory buffer of M patches per image and its transformer activations.
+  const double B = static_cast<double>(c.B), M = static_cast<double>(c.M);
+  const double patches = B * (M + static_cast<double>(c.I)) * static_cast<double>(c.n_chan_in) *
+                         static_cast<double>(c.patch_size) * static_cast<double>(c.patch_size) * 4;
+  const double acts = 4 * B * M * (3 * D + static_cast<double>(c.D_inner) + H * (c.D_k + c.D_v) +
+                                   H * static_cast<double>(c.n_token));
+  return state + patches + acts;
 }
 
 void validate(const Config& c) {
@@ -299,7 +347,27 @@ void validate(const Config& c) {
   IPSNET_CHECK(c.freeze == "none" || c.freeze == "all" || c.freeze == "all_but_last",
                "config key 'freeze': expected none, all or all_but_last, got '", c.freeze, "'");
   IPSNET_CHECK(!c.use_pos || c.D % 2 == 0, "config key 'D': the positional encoding needs an even D, got ", c.D);
-  IPSNET_CHECK(c.threads >= 0, "config key 'threads': expected >= 0, got ", c.threads);
+  IPSNET_CHECK(c.threads >= 0 && c.threads <= 1024, "config key 'threads': expected 0..1024, got ", c.threads);
+  // Counts that size loops or files, bounded before anything starts.
+  IPSNET_CHECK(c.n_epoch <= 1000000, "config key 'n_epoch': expected <= 1000000, got ", c.n_epoch);
+  IPSNET_CHECK(c.n_epoch_warmup <= 1000000, "config key 'n_epoch_warmup': expected <= 1000000, got ",
+               c.n_epoch_warmup);
+  IPSNET_CHECK(c.patch_size <= 65536 && c.patch_stride <= 65536, "config keys 'patch_size'/'patch_stride': expected ",
+               "<= 65536, got ", c.patch_size, " / ", c.patch_stride);
+  IPSNET_CHECK(c.n_chan_in <= 64, "config key 'n_chan_in': expected 1..64, got ", c.n_chan_in);
+  IPSNET_CHECK(c.augment_translate <= 65536, "config key 'augment_translate': expected <= 65536, got ",
+               c.augment_translate);
+  IPSNET_CHECK(c.seed >= 0, "config key 'seed': expected >= 0, got ", c.seed);
+  IPSNET_CHECK(c.max_train >= 0 && c.max_test >= 0, "config keys 'max_train'/'max_test': expected >= 0, got ",
+               c.max_train, " / ", c.max_test);
+  IPSNET_CHECK(c.eval_every >= 0 && c.log_every >= 0, "config keys 'eval_every'/'log_every': expected >= 0, got ",
+               c.eval_every, " / ", c.log_every);
+  for (const auto& [name, v] : {std::make_pair("w_div", c.w_div), std::make_pair("w_sem", c.w_sem),
+                                std::make_pair("cnn_scale", c.cnn_scale), std::make_pair("scale", c.scale),
+                                std::make_pair("regularizer_strength", c.regularizer_strength)})
+    IPSNET_CHECK(std::isfinite(v) && v >= 0, "config key '", name, "': expected a finite number >= 0, got ", v);
+  IPSNET_CHECK(std::isfinite(c.lr) && std::isfinite(c.wd) && std::isfinite(c.grad_clip), "config keys 'lr', 'wd', ",
+               "'grad_clip' must be finite, got ", c.lr, ", ", c.wd, ", ", c.grad_clip);
   IPSNET_CHECK(c.grad_clip >= 0, "config key 'grad_clip' (alias clipnorm): expected >= 0, got ", c.grad_clip);
   IPSNET_CHECK(c.optimizer == "adamw" || c.optimizer == "adam" || c.optimizer == "sgd",
                "config key 'optimizer': expected adamw, adam or sgd, got '", c.optimizer, "'");
@@ -336,21 +404,42 @@ void validate(const Config& c) {
                  " must be a token index in [0, ", c.n_token, ")");
     IPSNET_CHECK(t.n_class >= 1, "config key 'tasks.", t.name, ".n_class': expected >= 1, got ", t.n_class);
   }
+  // What the model and a step need, against what this machine has: refused
+  // before any allocation, with the estimate.
+  const double need = estimate_memory_bytes(c);
+  const long long have = physical_memory_bytes();
+  IPSNET_CHECK(have <= 0 || need <= static_cast<double>(have), "the configuration needs an estimated ",
+               human_bytes(need), " of memory (parameters with AdamW state and a step's activations for D=", c.D,
+               ", H=", c.H, ", D_inner=", c.D_inner, ", n_class=", c.n_class, ", B=", c.B, ", M=", c.M, ", I=", c.I,
+               ", patch_size=", c.patch_size, ") but this machine has ", human_bytes(static_cast<double>(have)));
 }
 
 std::string to_yaml(const Config& c) {
-  std::ostringstream os;
+  // yaml-cpp's emitter quotes and escapes every string (a run_name with '"',
+  // ':' or a newline reads back as written).
+  YAML::Emitter e;
+  e << YAML::BeginMap;
   for (const KeySpec& s : specs()) {
     if (s.kind == Kind::Tasks) continue;
-    std::string v = s.get(c);
-    if (s.kind == Kind::String) v = "\"" + v + "\"";
-    os << s.name << ": " << v << "\n";
+    e << YAML::Key << s.name << YAML::Value;
+    if (s.kind == Kind::String)
+      e << YAML::DoubleQuoted << s.get(c);
+    else
+      e << YAML::Flow << YAML::Load(s.get(c));  // numbers, booleans, lists: the key's own YAML text
   }
-  os << "tasks:\n";
-  for (const TaskConfig& t : c.tasks)
-    os << "  task" << t.id << ": {name: " << t.name << ", id: " << t.id << ", act_fn: " << t.act_fn
-       << ", metric: " << t.metric << ", n_class: " << t.n_class << "}\n";
-  return os.str();
+  e << YAML::Key << "tasks" << YAML::Value << YAML::BeginMap;
+  for (const TaskConfig& t : c.tasks) {
+    e << YAML::Key << ("task" + std::to_string(t.id)) << YAML::Value << YAML::Flow << YAML::BeginMap;
+    e << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << t.name;
+    e << YAML::Key << "id" << YAML::Value << t.id;
+    e << YAML::Key << "act_fn" << YAML::Value << YAML::DoubleQuoted << t.act_fn;
+    e << YAML::Key << "metric" << YAML::Value << YAML::DoubleQuoted << t.metric;
+    e << YAML::Key << "n_class" << YAML::Value << t.n_class;
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap << YAML::EndMap;
+  IPSNET_CHECK(e.good(), "writing the configuration as YAML failed: ", e.GetLastError());
+  return std::string(e.c_str()) + "\n";
 }
 
 std::string to_table(const Config& c) {

@@ -114,6 +114,10 @@ Config parse_config(const std::string& yaml_text, const std::string& source);
 void apply_override(Config& cfg, const std::string& assignment);
 /// Range and consistency checks that do not need the data (N is checked later).
 void validate(const Config& cfg);
+/// Bytes a training run of this configuration needs at least (parameters with
+/// AdamW state, a step's buffer and transformer activations); validate()
+/// refuses configurations above the machine's physical memory.
+double estimate_memory_bytes(const Config& cfg);
 /// YAML text of every key (the effective configuration, as saved in the run dir).
 std::string to_yaml(const Config& cfg);
 /// A two-column table for the console.

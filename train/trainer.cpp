@@ -5,7 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <iomanip>
 #include <sstream>
@@ -151,15 +154,46 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
   schedule_.decrease_at = cfg_.decrease_lr_at;
 
   if (create_run_dir) {
-    std::string name = cfg_.run_name.empty() ? cfg_.dataset + "-" + timestamp() : cfg_.run_name;
-    run_dir_ = (fs::path(cfg_.out_dir) / name).string();
+    // Two checkpoints (last, best) of weights and AdamW moments, plus the
+    // temporary of the one being written: refuse when the disk cannot hold them.
+    double ckpt = 0;
+    for (const auto& it : model().named_parameters()) ckpt += 3.0 * static_cast<double>(it.second.nbytes());
+    const long long free_bytes = free_disk_bytes(cfg_.out_dir);
+    IPSNET_CHECK(free_bytes < 0 || 3 * ckpt <= static_cast<double>(free_bytes), "the run needs an estimated ",
+                 human_bytes(3 * ckpt), " of disk for its checkpoints but '", cfg_.out_dir, "' has ",
+                 human_bytes(static_cast<double>(free_bytes)), " free");
+    std::error_code ec;
+    fs::create_directories(cfg_.out_dir, ec);
+    IPSNET_CHECK(fs::is_directory(cfg_.out_dir), "cannot create the output directory '", cfg_.out_dir, "': ",
+                 ec ? ec.message() : std::string("not a directory"));
+    if (cfg_.run_name.empty()) {
+      // <dataset>-<timestamp>, made unique by creating it: runs started in the
+      // same second get -2, -3, ...
+      const std::string base = (fs::path(cfg_.out_dir) / (cfg_.dataset + "-" + timestamp())).string();
+      for (int k = 1;; ++k) {
+        run_dir_ = k == 1 ? base : base + "-" + std::to_string(k);
+        if (fs::create_directory(run_dir_, ec)) break;
+        IPSNET_CHECK(!ec || ec == std::errc::file_exists, "cannot create the run directory '", run_dir_, "': ",
+                     ec.message());
+        IPSNET_CHECK(k < 10000, "cannot find a free run directory name beside '", base, "'");
+      }
+    } else {
+      run_dir_ = (fs::path(cfg_.out_dir) / cfg_.run_name).string();
+      fs::create_directories(run_dir_, ec);
+      IPSNET_CHECK(!ec && fs::is_directory(run_dir_), "cannot create the run directory '", run_dir_,
+                   "': ", ec.message());
+    }
+    run_lock_ = std::make_unique<PathLock>(run_dir_, "run directory");
     IPSNET_CHECK(!fs::exists(fs::path(run_dir_) / "config.yaml"), "run directory '", run_dir_,
                  "' already holds a run (continue it with --resume, or choose another run_name)");
-    std::error_code ec;
-    fs::create_directories(run_dir_, ec);
-    IPSNET_CHECK(!ec && fs::is_directory(run_dir_), "cannot create the run directory '", run_dir_,
-                 "': ", ec.message());
-    write_file_atomic((fs::path(run_dir_) / "config.yaml").string(), to_yaml(cfg_));
+    try {
+      write_file_atomic((fs::path(run_dir_) / "config.yaml").string(), to_yaml(cfg_));
+    } catch (const Error&) {
+      // A run directory without its config is no run: remove it if empty.
+      run_lock_.reset();
+      fs::remove(run_dir_, ec);
+      throw;
+    }
   }
 }
 
@@ -207,6 +241,14 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
   optim_->zero_grad();
   MethodOutput out = method_->forward(*batch, targets);
   const double lv = out.loss.item();
+  if (!std::isfinite(lv)) {
+    const std::string last = run_dir_.empty() ? "" : (fs::path(run_dir_) / "checkpoint_last.safetensors").string();
+    IPSNET_FAIL("the training loss is ", lv, " at step ", step_ + 1, " (epoch ", epoch_ + 1,
+                "): training diverged, nothing more is saved; ",
+                !last.empty() && fs::exists(last) ? "the last good checkpoint is '" + last + "'"
+                                                  : std::string("no checkpoint was saved yet"),
+                " (lower lr, set grad_clip, or check the data)");
+  }
   {
     NoGradGuard ng;
     std::map<std::string, Tensor> probs = probabilities(out);
@@ -372,6 +414,9 @@ bool Trainer::fit() {
   }
   std::string last = (fs::path(run_dir_) / "checkpoint_last.safetensors").string();
   std::string best = (fs::path(run_dir_) / "checkpoint_best.safetensors").string();
+  // A run is resumable from its start: a disk that fills during the first
+  // epoch leaves this step-0 checkpoint, not a run without one.
+  if (step_ == 0 && !fs::exists(last)) save_checkpoint(last);
   while (epoch_ < cfg_.n_epoch) {
     std::vector<int64_t> order = epoch_order(epoch_);
     train_source_->set_epoch(epoch_);  // the epoch's augmentation (none is prepared ahead across epochs)
@@ -476,45 +521,181 @@ void Trainer::save_checkpoint(const std::string& path) const {
   std::ostringstream bm;
   bm << std::setprecision(17) << best_metric_;
   meta["best_metric"] = bm.str();
+  // The partial epoch's train metrics (an interrupt mid-epoch): predictions,
+  // targets and loss sums, so the resumed epoch reports what an uninterrupted
+  // one would.
+  meta["metrics.images"] = std::to_string(epoch_images_);
+  for (const auto& [task, probs] : epoch_probs_) {
+    if (probs.empty()) continue;
+    td.insert("metrics." + task + ".probs", ops::cat(probs, 0));
+    td.insert("metrics." + task + ".targets", ops::cat(epoch_targets_.at(task), 0));
+    std::ostringstream ls;
+    ls << std::setprecision(17) << epoch_loss_sum_.at(task);
+    meta["metrics." + task + ".loss_sum"] = ls.str();
+  }
   safetensors::save(path, td, meta);
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
   safetensors::File f = safetensors::load(path);
-  TensorDict weights, optim;
+  TensorDict weights, optim, metrics;
   for (const auto& it : f.tensors) {
     if (it.first.rfind("optimizer.", 0) == 0)
       optim.insert(it.first.substr(10), it.second);
+    else if (it.first.rfind("metrics.", 0) == 0)
+      metrics.insert(it.first.substr(8), it.second);
     else
       weights.insert(it.first, it.second);
   }
+  {
+    // A checkpoint of another architecture: one line with the count of each
+    // kind of difference and its first names (the loader itself would list up
+    // to 20 names per kind, one per line).
+    TensorDict own = model().state_dict();
+    std::vector<std::string> mismatched, missing, unexpected;
+    for (const auto& it : own) {
+      if (!weights.contains(it.first)) {
+        const std::string leaf = "num_batches_tracked";  // defaulted to 0 by the loader
+        if (it.first.size() >= leaf.size() && it.first.compare(it.first.size() - leaf.size(), leaf.size(), leaf) == 0)
+          continue;
+        missing.push_back(it.first);
+      } else if (weights.at(it.first).shape() != it.second.shape()) {
+        mismatched.push_back(it.first + ": checkpoint " + shape_str(weights.at(it.first).shape()) + " vs model " +
+                             shape_str(it.second.shape()));
+      }
+    }
+    for (const auto& it : weights)
+      if (!own.contains(it.first)) unexpected.push_back(it.first);
+    std::string diff;
+    auto list = [&](const char* what, const std::vector<std::string>& names) {
+      if (names.empty()) return;
+      diff += (diff.empty() ? "" : "; ") + std::string(what) + " (" + std::to_string(names.size()) + "): ";
+      for (size_t i = 0; i < std::min<size_t>(names.size(), 3); ++i) diff += (i ? ", " : "") + names[i];
+      if (names.size() > 3) diff += ", ... and " + std::to_string(names.size() - 3) + " more";
+    };
+    list("size mismatch", mismatched);
+    list("missing keys", missing);
+    list("unexpected keys", unexpected);
+    IPSNET_CHECK(diff.empty(), "checkpoint '", path, "' does not match the model of the configuration: ", diff);
+  }
   model().load_state_dict(weights, true);
-  auto num = [&](const char* k) -> int64_t {
+  auto num = [&](const char* k, int64_t lo, int64_t hi) -> int64_t {
     auto it = f.metadata.find(k);
-    return it == f.metadata.end() ? 0 : std::stoll(it->second);
+    if (it == f.metadata.end()) return 0;
+    const std::string& v = it->second;
+    errno = 0;
+    char* end = nullptr;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    IPSNET_CHECK(!v.empty() && end && *end == '\0' && errno == 0 && x >= lo && x <= hi, "checkpoint '", path,
+                 "': metadata key '", k, "' is '", v, "', expected an integer in ", lo, "..", hi,
+                 " (a corrupt or edited checkpoint)");
+    return x;
   };
   if (with_optimizer) {
     std::vector<std::pair<std::string, Tensor>> st;
     for (const auto& it : optim) st.emplace_back(it.first, it.second.to(device_));
-    optim_->load_state(st, num("optimizer_step"));
-    epoch_ = num("epoch");
-    batch_in_epoch_ = num("batch_in_epoch");
-    step_ = num("step");
+    const int64_t spe = steps_per_epoch();
+    epoch_ = num("epoch", 0, cfg_.n_epoch);
+    batch_in_epoch_ = num("batch_in_epoch", 0, epoch_ < cfg_.n_epoch ? spe : 0);
+    step_ = num("step", 0, INT64_MAX);
+    optim_->load_state(st, num("optimizer_step", 0, INT64_MAX));
     auto it = f.metadata.find("best_metric");
-    if (it != f.metadata.end()) best_metric_ = std::stod(it->second);
+    if (it != f.metadata.end()) {
+      char* end = nullptr;
+      best_metric_ = std::strtod(it->second.c_str(), &end);
+      IPSNET_CHECK(!it->second.empty() && end && *end == '\0', "checkpoint '", path,
+                   "': metadata key 'best_metric' is '", it->second, "', expected a number");
+    }
+    // The partial epoch's train metrics.
+    epoch_probs_.clear();
+    epoch_targets_.clear();
+    epoch_loss_sum_.clear();
+    epoch_images_ = num("metrics.images", 0, n_train_);
+    if (epoch_images_ > 0) {
+      for (const TaskConfig& t : cfg_.tasks) {
+        const std::string pk = t.name + ".probs", tk = t.name + ".targets";
+        auto ls = f.metadata.find("metrics." + t.name + ".loss_sum");
+        IPSNET_CHECK(metrics.contains(pk) && metrics.contains(tk) && ls != f.metadata.end() &&
+                         metrics.at(pk).dim() >= 1 && metrics.at(pk).size(0) == epoch_images_ &&
+                         metrics.at(tk).dim() >= 1 && metrics.at(tk).size(0) == epoch_images_,
+                     "checkpoint '", path, "': the partial epoch's metrics of task '", t.name,
+                     "' are missing or do not cover its ", epoch_images_, " images");
+        epoch_probs_[t.name].push_back(metrics.at(pk));
+        epoch_targets_[t.name].push_back(metrics.at(tk));
+        char* end = nullptr;
+        epoch_loss_sum_[t.name] = std::strtod(ls->second.c_str(), &end);
+        IPSNET_CHECK(end && *end == '\0', "checkpoint '", path, "': metadata key 'metrics.", t.name,
+                     ".loss_sum' is '", ls->second, "', expected a number");
+      }
+    }
   }
 }
 
-std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet) {
+void Trainer::truncate_metrics() const {
+  // Rows written after the checkpoint (a checkpoint write that failed, a kill
+  // between the metrics and the checkpoint) are dropped: the resumed run
+  // writes them again.
+  auto cut = [&](const std::string& name, bool csv) {
+    const std::string path = (fs::path(run_dir_) / name).string();
+    if (!fs::exists(path)) return;
+    std::ifstream in(path);
+    IPSNET_CHECK(in.good(), "cannot read '", path, "'");
+    std::string line, kept;
+    bool changed = false, first = true;
+    while (std::getline(in, line)) {
+      int64_t e = -1;
+      if (csv) {
+        const bool header = first && line.rfind("epoch,", 0) == 0;
+        first = false;
+        if (header) {
+          kept += line + "\n";
+          continue;
+        }
+        e = std::strtoll(line.c_str(), nullptr, 10);
+      } else {
+        size_t p = line.find("\"epoch\": ");
+        if (p != std::string::npos) e = std::strtoll(line.c_str() + p + 9, nullptr, 10);  // after `"epoch": `
+      }
+      if (line.empty() || e > epoch_ || e < 1) {
+        changed = true;
+        continue;
+      }
+      kept += line + "\n";
+    }
+    if (!changed) return;
+    if (kept.empty()) {
+      fs::remove(path);  // nothing of the checkpoint's epochs: written again with its header
+      return;
+    }
+    write_file_atomic(path, kept);
+  };
+  cut("metrics.csv", true);
+  cut("metrics.jsonl", false);
+}
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet,
+                                         const std::vector<std::string>& overrides) {
+  IPSNET_CHECK(fs::is_directory(run_dir), "--resume: '", run_dir, "' is not a run directory");
+  // One process per run: a second `train --resume` stops here in one line.
+  auto lock = std::make_unique<PathLock>(run_dir, "run directory");
   std::string ckpt = (fs::path(run_dir) / "checkpoint_last.safetensors").string();
   IPSNET_CHECK(fs::exists(ckpt), "--resume: '", run_dir, "' has no checkpoint_last.safetensors");
   safetensors::File f = safetensors::load(ckpt);
   auto it = f.metadata.find("config");
   IPSNET_CHECK(it != f.metadata.end(), "--resume: '", ckpt, "' is not an ipsnet training checkpoint (no config)");
-  Config cfg = parse_config(it->second, ckpt);
+  Config cfg = parse_config(it->second, ckpt + " (its config)");
+  for (const std::string& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    IPSNET_CHECK(key == "threads" || key == "device" || key == "log_every" || key == "prefetch",
+                 "--resume continues a run with the configuration saved in it: '", key,
+                 "' cannot change (only threads, device, log_every, prefetch may; start a new run instead)");
+    apply_override(cfg, o);
+  }
   std::unique_ptr<Trainer> t(new Trainer(cfg, quiet, 0));
   t->run_dir_ = run_dir;
+  t->run_lock_ = std::move(lock);
   t->load_checkpoint(ckpt, true);
+  t->truncate_metrics();
   return t;
 }
 

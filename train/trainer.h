@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/source.h"
+#include "engine/common/files.h"
 #include "engine/engine.h"
 #include "train/batch.h"
 #include "train/config.h"
@@ -56,8 +57,13 @@ class Trainer {
   /// Opens the data, builds the method. A new run directory under cfg.out_dir
   /// (cfg.run_name, or <dataset>-<timestamp>). quiet: no progress bars (tests).
   explicit Trainer(Config cfg, bool quiet = false);
-  /// Continues the run in run_dir from its last checkpoint, exactly.
-  static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false);
+  /// Continues the run in run_dir from its last checkpoint, exactly: the
+  /// metrics files are cut back to the checkpoint's epoch and the partial
+  /// epoch's train metrics come from the checkpoint. overrides ("key=value")
+  /// may only change how it runs (threads, device, log_every, prefetch);
+  /// any other key is refused in one line. The run directory is locked.
+  static std::unique_ptr<Trainer> resume(const std::string& run_dir, bool quiet = false,
+                                         const std::vector<std::string>& overrides = {});
   /// Loads a checkpoint's model for evaluation: the config stored in the
   /// checkpoint (or the YAML file config_path, which is required for weights
   /// without one, e.g. converted from PyTorch, and wins when given), then
@@ -105,6 +111,8 @@ class Trainer {
   void setup(bool create_run_dir, bool eval_only = false);
   void open_data(bool eval_only);
   void load_checkpoint(const std::string& path, bool with_optimizer);
+  /// Cuts metrics.csv / metrics.jsonl back to the rows of epochs <= epoch_.
+  void truncate_metrics() const;
   /// Probabilities (softmax or sigmoid per task) of a method's logits, CPU.
   std::map<std::string, Tensor> probabilities(const MethodOutput& out) const;
   void log_line(const std::string& line) const;
@@ -133,6 +141,7 @@ class Trainer {
   std::map<std::string, std::vector<Tensor>> epoch_probs_, epoch_targets_;
   std::map<std::string, double> epoch_loss_sum_;
   int64_t epoch_images_ = 0;
+  std::unique_ptr<PathLock> run_lock_;  // held while this process trains in run_dir_
   std::vector<std::pair<EvalResult, EvalResult>> history_;
 };
 

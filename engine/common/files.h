@@ -4,6 +4,7 @@
 // leaves a half-written file or directory behind.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace ipsnet {
@@ -33,8 +34,56 @@ class AtomicFile {
  private:
   void discard() noexcept;
   std::string path_, tmp_;
+  bool registered_ = false;
   int fd_ = -1;
 };
+
+/// Temporaries that a signal must not leave behind: AtomicFile and
+/// TempDirectory register theirs here; install_signal_cleanup() removes every
+/// registered path (files, or directories recursively) on SIGINT or SIGTERM.
+void register_temporary(const std::string& path);
+void unregister_temporary(const std::string& path);
+/// Removes every registered temporary now (also what the signal watcher does).
+void remove_registered_temporaries() noexcept;
+/// Renames `from` onto `to` and unregisters `from` as one step with respect to
+/// the signal watcher (a signal never sees the file under both or neither name).
+/// Returns 0 or the errno of rename(2).
+int rename_registered(const std::string& from, const std::string& to) noexcept;
+
+/// The signal handling of the `ipsnet` command, called first thing in main():
+/// SIGINT and SIGTERM are caught (the handler only writes to a pipe) and
+/// handled by one watcher thread. It calls the interrupt handler when one
+/// is set (the trainer: finish the step, save a checkpoint, exit cleanly) and
+/// otherwise, or on a second signal, removes every registered temporary,
+/// prints one line and exits 130 (SIGINT) or 143 (SIGTERM).
+void install_signal_cleanup();
+/// handler(signal) is called on the watcher thread for the first signal only.
+void set_interrupt_handler(std::function<void(int)> handler);
+
+/// An advisory lock (flock, exclusive, non-blocking) held while the object
+/// lives. On a directory it locks the directory itself (nothing is created);
+/// for a file path it locks PATH.lock, created and removed by this object.
+/// A lock held elsewhere is one clear error naming `what` and the path.
+class PathLock {
+ public:
+  PathLock(const std::string& path, const std::string& what);
+  ~PathLock();
+  PathLock(const PathLock&) = delete;
+  PathLock& operator=(const PathLock&) = delete;
+
+ private:
+  std::string lock_path_;
+  bool own_file_ = false;
+  int fd_ = -1;
+};
+
+/// Bytes free for an unprivileged writer on the file system holding `path`
+/// (or its nearest existing parent); -1 when unknown.
+long long free_disk_bytes(const std::string& path);
+/// Physical memory of this machine in bytes (0 when unknown).
+long long physical_memory_bytes();
+/// "1.5 GiB" style.
+std::string human_bytes(double bytes);
 
 /// Writes `bytes` to `path` atomically (AtomicFile in one call).
 void write_file_atomic(const std::string& path, const std::string& bytes);

@@ -71,6 +71,29 @@ TEST(Args, Errors) {
   EXPECT_EQ(app::ArgParser::edit_distance("kitten", "sitting"), 3u);
 }
 
+TEST(Args, RepeatableOptionsAndCheckedIntegers) {
+  app::ArgParser p("demo", "a demo");
+  p.add_option("threads", "0", "threads");
+  p.add_repeatable("set", "override");
+  p.add_option("scale", "1", "scale");
+  ASSERT_TRUE(p.parse({"--set", "a=1", "--set=b=2;c=3", "--threads", "3000000000"}));
+  EXPECT_EQ(p.get_all("set"), (std::vector<std::string>{"a=1", "b=2;c=3"}));  // every --set, in order
+  std::string e = error_of([&] { p.get_int64("threads", 0, 1024); });
+  EXPECT_NE(e.find("--threads must be in 0..1024, got '3000000000'"), std::string::npos) << e;
+  ASSERT_TRUE(p.parse({"--threads", "99999999999999999999"}));
+  e = error_of([&] { p.get_int64("threads", 0, 1024); });
+  EXPECT_NE(e.find("--threads must be in 0..1024"), std::string::npos) << e;
+  ASSERT_TRUE(p.parse({"--threads", "-1"}));
+  EXPECT_NE(error_of([&] { p.get_int64("threads", 0, 1024); }).find("must be in 0..1024"), std::string::npos);
+  ASSERT_TRUE(p.parse({"--threads", "8"}));
+  EXPECT_EQ(p.get_int64("threads", 0, 1024), 8);
+  EXPECT_TRUE(p.get_all("set").empty());  // a new parse forgets the last one's values
+  e = error_of([&] { p.parse({"--threads", "1", "--threads", "2"}); });
+  EXPECT_NE(e.find("--threads was given twice"), std::string::npos) << e;
+  ASSERT_TRUE(p.parse({"--scale", "inf"}));
+  EXPECT_NE(error_of([&] { p.get_double("scale"); }).find("(not finite)"), std::string::npos);
+}
+
 TEST(Mnist, ReadsRawAndGzippedIdx) {
   for (bool gz : {false, true}) {
     TempDir d;

@@ -100,6 +100,32 @@ TEST(Safetensors, CorruptFilesGiveOneClearError) {
   EXPECT_THROW(safetensors::save(tmp("no_such_dir/x.safetensors"), sample()), Error);
 }
 
+TEST(Safetensors, ChecksumsCatchAFlippedByte) {
+  std::string good = safetensors::serialize(sample(), {{"epoch", "3"}});
+  uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | static_cast<unsigned char>(good[static_cast<size_t>(k)]);
+  EXPECT_NO_THROW(safetensors::deserialize(good));
+  EXPECT_EQ(safetensors::deserialize(good).metadata.size(), 1u);  // the checksums are not user metadata
+  std::string bad = good;
+  bad[8 + n + 1] ^= 0x01;  // a data byte of the first tensor, "w"
+  try {
+    safetensors::deserialize(bad, "ckpt");
+    ADD_FAILURE() << "a flipped data byte was not noticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ckpt: tensor 'w' fails its CRC-32 check"), std::string::npos) << e.what();
+  }
+  bad = good;
+  size_t at = bad.find("\"epoch\":\"3\"");
+  ASSERT_NE(at, std::string::npos);
+  bad[at + 9] = '4';  // an edited metadata value
+  try {
+    safetensors::deserialize(bad, "ckpt");
+    ADD_FAILURE() << "an edited metadata value was not noticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("metadata fail their CRC-32 check"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Safetensors, ReadsFilesWrittenByPython) {
   // The golden fixtures were written by tests/fixtures/safetensors_np.py.
   safetensors::File f = safetensors::load(golden::fixture("aggregator.safetensors"));
