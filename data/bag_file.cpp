@@ -59,8 +59,9 @@ BagReader BagReader::open(const std::string& path) {
   r.map_ = MappedFile::map(path);
   const uint8_t* p = r.map_->ptr;
   const size_t size = r.map_->size;
-  IPSNET_CHECK(size >= kBagHeader && std::memcmp(p, kBagMagic, 8) == 0, "'", path,
+  IPSNET_CHECK(size >= 8 && std::memcmp(p, kBagMagic, 8) == 0, "'", path,
                "' is not an ipsnet feature bag (`ipsnet extract-features` writes them)");
+  IPSNET_CHECK(size >= kBagHeader, "the bag '", path, "' is truncated: ", size, " bytes, shorter than its header");
   IPSNET_CHECK(get<uint32_t>(p, 8) == kBagVersion, "the bag '", path, "' has version ", get<uint32_t>(p, 8),
                ", expected ", kBagVersion);
   BagInfo& in = r.info_;

@@ -2,6 +2,7 @@
 // A new kind: its own files, and one line in kKinds below.
 #include <filesystem>
 
+#include "data/bag_source.h"
 #include "data/canvas_source.h"
 #include "data/photo_source.h"
 #include "data/source.h"
@@ -15,6 +16,7 @@ const std::vector<SourceKind>& source_kinds() {
       {"canvas", "sparse grayscale canvases (`ipsnet generate-data`, `ipsnet import-npy`)", &CanvasSource::detect,
        &CanvasSource::open},
       {"photos", "compressed photographs (`ipsnet import-images`)", &PhotoSource::detect, &PhotoSource::open},
+      {"bags", "feature bags of whole-slide images (`ipsnet extract-features`)", &BagSource::detect, &BagSource::open},
   };
   return kKinds;
 }

@@ -179,12 +179,22 @@ Batch::Batch(const data::DataSource& source, std::vector<int64_t> ids, Device de
     : source_(source), ids_(std::move(ids)), device_(device), eager_mode_(eager_mode),
       seq_(std::max<int64_t>(1, std::min<int64_t>(seq, static_cast<int64_t>(ids_.size())))) {
   if (eager_mode_) eager.resize(static_cast<size_t>(parts()));
+  // Lazy loading of images with different instance counts (feature bags)
+  // selects B_seq images at a time; equal counts keep one part.
+  if (!eager_mode_ && seq_ < size()) {
+    const int64_t n0 = source_.num_instances(ids_[0]);
+    for (int64_t id : ids_)
+      if (source_.num_instances(id) != n0) {
+        lazy_parts_ = (size() + seq_ - 1) / seq_;
+        break;
+      }
+  }
 }
 
-int64_t Batch::parts() const { return eager_mode_ ? (size() + seq_ - 1) / seq_ : 1; }
+int64_t Batch::parts() const { return eager_mode_ ? (size() + seq_ - 1) / seq_ : lazy_parts_; }
 
 std::vector<int64_t> Batch::part_ids(int64_t k) const {
-  if (!eager_mode_) return ids_;
+  if (!eager_mode_ && lazy_parts_ == 1) return ids_;
   const int64_t s = k * seq_, e = std::min(size(), s + seq_);
   return std::vector<int64_t>(ids_.begin() + s, ids_.begin() + e);
 }
@@ -203,7 +213,10 @@ void Batch::prepare() {
 PatchSource& Batch::part(int64_t k) {
   IPSNET_CHECK(k >= 0 && k < parts(), "batch part ", k, " of ", parts());
   if (!eager_mode_) {
-    if (!lazy_) lazy_ = std::make_unique<LazySource>(source_, ids_, device_);
+    if (!lazy_ || lazy_part_ != k) {
+      lazy_ = std::make_unique<LazySource>(source_, part_ids(k), device_);
+      lazy_part_ = k;
+    }
     return *lazy_;
   }
   std::unique_ptr<EagerSource>& slot = eager[static_cast<size_t>(k)];
@@ -214,6 +227,7 @@ PatchSource& Batch::part(int64_t k) {
 
 void Batch::release(int64_t k) {
   if (eager_mode_) eager[static_cast<size_t>(k)].reset();
+  if (!eager_mode_ && lazy_parts_ > 1 && lazy_part_ == k) lazy_.reset(), lazy_part_ = -1;
 }
 
 }  // namespace train

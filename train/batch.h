@@ -78,7 +78,9 @@ class Batch {
   /// True for eager loading (parts resident on the device).
   bool resident() const { return eager_mode_; }
   /// The parts a method walks through one at a time: B / B_seq resident
-  /// sub-batches for eager loading, one for lazy loading.
+  /// sub-batches for eager loading; for lazy loading one, or B / B_seq
+  /// sub-batches when the batch's images have different instance counts
+  /// (feature bags: N varies per slide).
   int64_t parts() const;
   /// The instances of part k, on the device (an eager part is made resident
   /// now unless prepare() did it ahead).
@@ -104,6 +106,8 @@ class Batch {
   Device device_;
   bool eager_mode_;
   int64_t seq_;
+  int64_t lazy_parts_ = 1;  // lazy loading: 1, or B / B_seq when N differs within the batch
+  int64_t lazy_part_ = -1;  // the part lazy_ reads
   std::unique_ptr<LazySource> lazy_;
 };
 

@@ -73,7 +73,13 @@ void IPSMethod::select(Batch& batch, bool training, Generator& gen) {
   for (int64_t k = 0; k < batch.parts(); ++k) {
     // A shared (batch) permutation is the same for every part.
     if (!opt.instance_shuffle) gen = start;
-    SelectionResult r = ips_select(*net_, batch.part(k), opt, gen);
+    PatchSource& part = batch.part(k);
+    // Images with fewer instances than M (small feature bags) would give a
+    // selection of another size than the batch's others.
+    IPSNET_CHECK(part.num_patches() >= opt.M || batch.parts() == 1, "ips: an image of the batch has ",
+                 part.num_patches(), " instances, fewer than M = ", opt.M,
+                 "; lower M to the smallest image's instance count");
+    SelectionResult r = ips_select(*net_, part, opt, gen);
     batch.release(k);  // the part's resident patches are no longer needed
     patches.push_back(r.patches);
     idx.push_back(r.idx);
