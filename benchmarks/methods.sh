@@ -76,7 +76,7 @@ for S in $SIDES; do
     note=""
     if ! "$IPSNET" train --quiet --config "$cfg" --set "data_dir=$data;out_dir=$OUT/runs;run_name=$run;device=$DEVICE;threads=$THREADS" \
          > "$OUT/$run.out" 2>&1; then
-      note=$(grep -m1 "error" "$OUT/$run.out" | sed 's/ \[.*\]$//; s/|/\\|/g')
+      note=$( (grep -m1 "error" "$OUT/$run.out" || tail -n 1 "$OUT/$run.out") | sed 's/ \[.*\]$//; s/|/\\|/g')
       table+=$'\n'"| $S | $method | - | - | - | $note |"
       continue
     fi

@@ -16,7 +16,10 @@
 #
 #   benchmarks/methods_accuracy.sh [--ipsnet build/apps/ipsnet] [--out /tmp/methods-acc]
 #       [--side 300] [--n-train 192] [--n-test 96] [--epochs 8] [--B 16]
-#       [--seeds "0"] [--methods "ips ats cnn"] [--device cpu] [--threads 0]
+#       [--seeds "0"] [--methods "ips ats cnn"] [--device cpu] [--threads 0] [--reuse]
+#
+# --reuse: a run of OUT/runs that already has all its epochs is read, not
+# trained again (to rebuild the table, or to add seeds or methods).
 #
 # Writes OUT/accuracy.md (a markdown table) and prints it. Needs the MNIST
 # digits (scripts/get_mnist.sh).
@@ -32,6 +35,7 @@ SEEDS="0"
 METHODS="ips ats cnn"
 DEVICE=cpu
 THREADS=0
+REUSE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --ipsnet) IPSNET=$2; shift 2 ;;
@@ -45,6 +49,7 @@ while [ $# -gt 0 ]; do
     --methods) METHODS=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --reuse) REUSE=1; shift ;;
     *) echo "methods_accuracy.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -85,11 +90,16 @@ for seed in $SEEDS; do
       *) echo "methods_accuracy.sh: unknown method '$method' (ips, ats, cnn)" >&2; exit 2 ;;
     esac
     run="${method}_s${seed}"
-    rm -rf "$OUT/runs/$run"
-    if ! "$IPSNET" train --quiet --config "$cfg" \
+    done_epochs=0
+    if [ -f "$OUT/runs/$run/metrics.csv" ]; then
+      done_epochs=$(awk -F, 'NR > 1 && $2 == "test"' "$OUT/runs/$run/metrics.csv" | wc -l)
+    fi
+    if [ "$REUSE" = 1 ] && [ "$done_epochs" -ge "$EPOCHS" ]; then
+      :
+    elif rm -rf "$OUT/runs/$run" && ! "$IPSNET" train --quiet --config "$cfg" \
          --set "data_dir=$data;out_dir=$OUT/runs;run_name=$run;device=$DEVICE;threads=$THREADS;seed=$seed" \
          > "$OUT/$run.out" 2>&1; then
-      note=$(grep -m1 "error" "$OUT/$run.out" | sed 's/ \[.*\]$//; s/|/\\|/g')
+      note=$( (grep -m1 "error" "$OUT/$run.out" || tail -n 1 "$OUT/$run.out") | sed 's/ \[.*\]$//; s/|/\\|/g')
       table+=$'\n'"| $method | $seed | - | - | - | - | $note |"
       continue
     fi
