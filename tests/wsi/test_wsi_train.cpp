@@ -189,4 +189,23 @@ TEST(WsiBagSource, WholeChainFromSlidesToAuc) {
   double auc = last_test_auc(d / "runs/r");
   EXPECT_GE(auc, 0.0) << out;  // an AUC was computed on the 4 test slides
   EXPECT_LE(auc, 1.0) << out;
+
+  // The heat map of every test slide, its selected tiles and the top-3 tiles.
+  const std::string ck = " --checkpoint " + (d / "runs/r/checkpoint_last.safetensors") + " ";
+  ASSERT_EQ(run_ipsnet("wsi-heatmap" + ck + "--top-k 3 --thumbnail-size 256 " + (d / "bags") + " " + (d / "tiles") +
+                       " " + (d / "heat"), &out), 0) << out;
+  int maps = 0;
+  for (const auto& e : fs::directory_iterator(d / "heat"))
+    if (e.path().extension() == ".png") ++maps;
+  EXPECT_EQ(maps, 4) << out;
+  EXPECT_NE(out.find("4 selected"), std::string::npos) << out;  // M = 4
+  int top = 0;
+  for (const auto& e : fs::directory_iterator(d / "heat/test_001_top")) {
+    ++top;
+    EXPECT_EQ(e.path().filename().string().find("_x"), 2u) << e.path();
+  }
+  EXPECT_EQ(top, 3);
+  EXPECT_NE(run_ipsnet("wsi-heatmap" + ck + "--slides nope " + (d / "bags") + " " + (d / "tiles") + " " + (d / "h2"),
+                       &out), 0);
+  EXPECT_NE(out.find("no slide 'nope' in the test split"), std::string::npos) << out;
 }
