@@ -14,6 +14,27 @@ struct BatchNormOptions {
   IPSNET_ARG(DType, dtype) = DType::Float32;
 };
 
+/// Synchronised batch statistics for data-parallel training
+/// (`sync_batchnorm: true`, docs/distributed.md): while a BatchNormSyncGuard
+/// lives on this thread, BatchNorm layers that use batch statistics normalise
+/// with the mean and variance of the whole global batch, every rank's shard
+/// together; `sum_over_ranks` is a differentiable sum over the ranks.
+struct BatchNormSync {
+  virtual ~BatchNormSync() = default;
+  virtual Tensor sum_over_ranks(const Tensor& x) = 0;
+};
+BatchNormSync* batchnorm_sync();
+class BatchNormSyncGuard {
+ public:
+  explicit BatchNormSyncGuard(BatchNormSync* sync);
+  ~BatchNormSyncGuard();
+  BatchNormSyncGuard(const BatchNormSyncGuard&) = delete;
+  BatchNormSyncGuard& operator=(const BatchNormSyncGuard&) = delete;
+
+ private:
+  BatchNormSync* prev_;
+};
+
 /// Shared implementation. Parameters `weight` (C) = 1, `bias` (C) = 0 (with
 /// affine); buffers `running_mean` (C) = 0, `running_var` (C) = 1 and
 /// `num_batches_tracked` (int64 scalar) = 0 (with track_running_stats).
@@ -43,6 +64,8 @@ class BatchNormBase : public Module {
 
  private:
   Tensor run(const Tensor& x, bool relu, bool recompute);
+  /// Batch statistics summed over the ranks (composed of differentiable ops).
+  Tensor run_synced(const Tensor& x, bool relu, BatchNormSync& sync);
   BatchNormOptions options_;
   int64_t dim_lo_, dim_hi_;
   bool freeze_stats_ = false;

@@ -2,7 +2,9 @@
 
 #include <cstring>
 
+#include "engine/autograd/node.h"
 #include "engine/common/error.h"
+#include "engine/ops/ops.h"
 
 namespace ipsnet {
 namespace train {
@@ -31,6 +33,33 @@ uint64_t tensor_checksum(const std::vector<Tensor>& ts) {
     h = fnv1a(c.raw_data(), c.nbytes(), h);
   }
   return h;
+}
+
+namespace {
+struct SumOverRanksBackward : Node {
+  dist::Comm* comm = nullptr;
+  const double* scale = nullptr;  // this rank's share, read when backward runs
+  const char* name() const override { return "SumOverRanksBackward"; }
+  std::vector<Tensor> apply(const Tensor& g) override {
+    const double s = *scale;
+    Tensor t = ops::mul(g, s).contiguous();
+    comm->allreduce_sum(t);
+    if (s != 0) ops::mul_(t, 1.0 / s);
+    return {t};
+  }
+};
+}  // namespace
+
+Tensor DataParallel::sum_over_ranks(const Tensor& x) {
+  Tensor out = x.detach().contiguous().clone();
+  if (active()) comm_.allreduce_sum(out);
+  if (any_requires_grad({&x})) {
+    auto node = std::make_shared<SumOverRanksBackward>();
+    node->comm = &comm_;
+    node->scale = &backward_scale_;
+    set_history(out, node, {x});
+  }
+  return out;
 }
 
 DataParallel::DataParallel() : comm_(dist::world()), rank_(comm_.rank()), size_(comm_.size()) {}
@@ -65,9 +94,9 @@ void DataParallel::broadcast_module(Module& m) const {
 
 void DataParallel::check_in_sync(Module& m, int64_t step) const {
   if (!active()) return;
-  std::vector<Tensor> ts;
-  for (const auto& it : m.state_dict()) ts.push_back(it.second);
-  std::vector<std::string> all = comm_.allgather(hex(tensor_checksum(ts)));
+  // Parameters only: BatchNorm running statistics legitimately differ between
+  // ranks when each normalises over its own shard (sync_batchnorm: false).
+  std::vector<std::string> all = comm_.allgather(hex(tensor_checksum(m.parameters())));
   std::string differ;
   for (int r = 1; r < size_; ++r)
     if (all[static_cast<size_t>(r)] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
@@ -88,8 +117,9 @@ void DataParallel::attach(std::vector<Tensor> params, int64_t bucket_bytes) {
 }
 
 void DataParallel::begin_backward(int64_t local_images, int64_t global_images) {
+  backward_scale_ = global_images > 0 ? static_cast<double>(local_images) / static_cast<double>(global_images) : 0.0;
   if (!reducer_) return;
-  reducer_->begin(global_images > 0 ? static_cast<double>(local_images) / static_cast<double>(global_images) : 0.0);
+  reducer_->begin(backward_scale_);
 }
 
 void DataParallel::end_backward() {

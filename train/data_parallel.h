@@ -8,11 +8,13 @@
 //   on its shard; the gradients are summed over ranks in buckets while
 //   backward runs, each rank's multiplied by n_r / n, which is the gradient of
 //   the global batch's mean loss, as one process computes it.
-// - BatchNorm statistics are those of each rank's shard (as the reference's
-//   single-GPU training would compute them for that sub-batch); the running
-//   statistics of rank 0 are the ones saved. With a frozen encoder (or bags of
-//   features, no BatchNorm) K ranks compute what one process computes, up to
-//   the order of the float sums.
+// - BatchNorm statistics are those of each rank's shard by default (as the
+//   reference's single-GPU training would compute them for that sub-batch;
+//   the running statistics of rank 0 are the ones saved); with
+//   `sync_batchnorm: true` they are those of the whole global batch, summed
+//   over the ranks (sum_over_ranks, a differentiable sum). With synchronised
+//   statistics, a frozen encoder or no BatchNorm, K ranks compute what one
+//   process computes, up to the order of the float sums.
 // - Rank 0 alone writes the log, metrics, checkpoints and progress; evaluation
 //   is sharded the same way and gathered in image order.
 // - Now and then (every `check_every` steps and at each epoch end) a checksum
@@ -26,12 +28,13 @@
 #include "engine/dist/comm.h"
 #include "engine/dist/reducer.h"
 #include "engine/tensor/tensor.h"
+#include "layers/batchnorm.h"
 #include "layers/module.h"
 
 namespace ipsnet {
 namespace train {
 
-class DataParallel {
+class DataParallel : public BatchNormSync {
  public:
   DataParallel();
   bool active() const { return size_ > 1; }
@@ -47,7 +50,7 @@ class DataParallel {
   std::string broadcast_string(const std::string& s) const;
   /// Rank 0's parameters and buffers to every rank.
   void broadcast_module(Module& m) const;
-  /// Compares a checksum of the parameters between ranks; throws naming the
+  /// Compares a checksum of the parameters (not the buffers) between ranks; throws naming the
   /// ranks that differ from rank 0 and the step.
   void check_in_sync(Module& m, int64_t step) const;
 
@@ -61,6 +64,12 @@ class DataParallel {
   void end_backward();
   const dist::GradReducer* reducer() const { return reducer_.get(); }
 
+  /// A differentiable sum over ranks (synchronised BatchNorm): backward sums
+  /// the ranks' output gradients, each weighted by its rank's share of the
+  /// global loss, and divides by this rank's share (the reducer multiplies the
+  /// parameter gradients by it again).
+  Tensor sum_over_ranks(const Tensor& x) override;
+
   /// Sum over ranks (loss totals, image counts, an interrupt flag).
   double sum(double v) const;
   /// Concatenation along dim 0, in rank order, of every rank's CPU tensor
@@ -73,6 +82,7 @@ class DataParallel {
   dist::Comm& comm_;
   int rank_ = 0, size_ = 1;
   std::unique_ptr<dist::GradReducer> reducer_;
+  double backward_scale_ = 1.0;  // this rank's share of the global batch (begin_backward)
 };
 
 /// A cheap order-sensitive checksum of tensors' bytes (FNV-1a over float bits).

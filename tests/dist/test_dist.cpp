@@ -16,6 +16,8 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "layers/batchnorm.h"
+#include "tests/testing/gradcheck.h"
 #include "train/data_parallel.h"
 
 namespace fs = std::filesystem;
@@ -96,6 +98,55 @@ TEST(DataParallel, ChecksumSeesOneFlippedBit) {
   bits ^= 1u;
   std::memcpy(b.data<float>() + 1, &bits, 4);
   EXPECT_NE(train::tensor_checksum({a}), train::tensor_checksum({b}));
+}
+
+// Synchronised BatchNorm in one process (a world of one): the composed path
+// must be the fused BatchNorm, forward, gradients and running statistics.
+TEST(SyncBatchNorm, OneRankEqualsFusedBatchNorm) {
+  using namespace ipsnet;
+  Generator g(7);
+  Tensor x0 = Tensor::randn({6, 4, 5, 3}, g, 0.5, 2.0);
+  Tensor dy = Tensor::randn({6, 4, 5, 3}, g);
+  train::DataParallel dp;
+  for (bool relu : {false, true}) {
+    BatchNorm2d fused(BatchNormOptions(4)), synced(BatchNormOptions(4));
+    for (BatchNorm2d* bn : {&fused, &synced}) {
+      NoGradGuard ng;
+      bn->weight_.copy_(Tensor::from_vector(std::vector<float>{1.5f, -0.5f, 2.0f, 0.75f}, {4}));
+      bn->bias_.copy_(Tensor::from_vector(std::vector<float>{0.1f, 0.2f, -0.3f, 0.0f}, {4}));
+      bn->train();
+    }
+    Tensor xa = x0.clone().set_requires_grad(true), xb = x0.clone().set_requires_grad(true);
+    Tensor ya = relu ? fused.forward_relu(xa, false) : fused.forward(xa);
+    Tensor yb;
+    {
+      BatchNormSyncGuard sync(&dp);
+      yb = relu ? synced.forward_relu(xb, false) : synced.forward(xb);
+    }
+    EXPECT_LT(ipsnet::testing::max_abs_diff(ya, yb), 2e-5);
+    ops::sum(ya * dy).backward();
+    ops::sum(yb * dy).backward();
+    EXPECT_LT(ipsnet::testing::max_abs_diff(xa.grad(), xb.grad()), 2e-5);
+    EXPECT_LT(ipsnet::testing::max_abs_diff(fused.weight_.grad(), synced.weight_.grad()), 5e-5);
+    EXPECT_LT(ipsnet::testing::max_abs_diff(fused.bias_.grad(), synced.bias_.grad()), 5e-5);
+    EXPECT_LT(ipsnet::testing::max_abs_diff(fused.running_mean_, synced.running_mean_), 1e-6);
+    EXPECT_LT(ipsnet::testing::max_abs_diff(fused.running_var_, synced.running_var_), 1e-5);
+  }
+}
+
+TEST(SyncBatchNorm, GradcheckInDouble) {
+  using namespace ipsnet;
+  train::DataParallel dp;
+  BatchNorm2d bn(BatchNormOptions(3).dtype(DType::Float64));
+  bn.train();
+  auto f = [&](const std::vector<Tensor>& in) {
+    BatchNormSyncGuard sync(&dp);
+    bn.weight_ = in[1];
+    bn.bias_ = in[2];
+    return bn.forward(in[0]);
+  };
+  EXPECT_TRUE(ipsnet::testing::gradcheck(f, {ipsnet::testing::rand_double({4, 3, 2, 3}, 11), ipsnet::testing::rand_double({3}, 12, 0.5, 1.5),
+                                     ipsnet::testing::rand_double({3}, 13)}));
 }
 
 TEST(DistFile, Collectives) {

@@ -5,7 +5,8 @@ usage: train_dist_test.py IPSNET_BINARY
 
 On a tiny generated Megapixel MNIST set, with SGD and a frozen encoder (its
 BatchNorm statistics then do not depend on how the batch is split, so K ranks
-must compute what one process computes up to the order of float sums):
+must compute what one process computes up to the order of float sums), and
+once with a trained encoder and sync_batchnorm:
   1. `mpirun -np 2` (one thread each) against one process: per-epoch losses and
      metrics, and the final parameters, within 1e-5 relative;
   2. the same over the file rendezvous (no MPI);
@@ -174,6 +175,15 @@ def main():
             compare_runs(one, os.path.join(runs, "mpi2"), "mpirun -np 2")
             lines = out.strip().splitlines()
             check(lines.count(os.path.join(runs, "mpi2")) == 1, "rank 0 alone prints the run directory")
+        # A trained encoder with synchronised BatchNorm statistics: the same as one process too.
+        bn = ["--set", "freeze=none", "--set", "sync_batchnorm=true", "--set", "n_epoch=2"]
+        rc1, out1 = run(base + bn + ["--set", "run_name=one_bn"])
+        rc2, out2 = run(["mpirun", "-np", "2"] + base + bn + ["--set", "run_name=mpi2_bn"])
+        check(rc1 == 0 and rc2 == 0, "a trained encoder with sync_batchnorm on 1 and 2 ranks" +
+              ("" if rc1 == 0 and rc2 == 0 else ": " + (out1 + out2)[-2000:]))
+        if rc1 == 0 and rc2 == 0:
+            compare_runs(os.path.join(runs, "one_bn"), os.path.join(runs, "mpi2_bn"),
+                         "mpirun -np 2, trained encoder, sync_batchnorm")
         # 1 rank stopped mid-epoch (step 6 of 12: epoch 2, batch 2), resumed on 2 ranks.
         rc, out = run(base + ["--set", "run_name=r12", "--stop-after", "6"])
         check(rc == 0 and "stopped after step 6" in out, "--stop-after 6 stops with a checkpoint" +
