@@ -8,6 +8,7 @@
 //   peak_reserved  peak bytes obtained from the system by the allocator
 //   model_peak     the analytic model of docs/memory_model.md; model_err = model/measured - 1
 //   s_per_step, img_per_s, N, M, I, B, patch, mode (0 lazy, 1 eager, 2 eager sequential)
+//   cpu_s_per_step  CPU seconds of the whole process per step (all threads)
 // The first step of every configuration is a warm-up and is not measured.
 //
 // One configuration from the command line (e.g. the official Megapixel MNIST config):
@@ -15,10 +16,19 @@
 //              [--shortcuts on|off] [--fold-bn on|off] [--steps 3] [--features N --F 2048]
 // Google Benchmark flags pass through (--benchmark_out=r.json --benchmark_out_format=json).
 // Image datasets are generated on first use into $IPSNET_BENCH_DATA (default
-// /tmp/ipsnet_bench_data/<side>-n<images>).
+// /tmp/ipsnet_bench_data/<side>-n<images>); --data DIR uses an existing one
+// instead (a canvas set, or photographs from import-images /
+// import-traffic-signs: N then follows from each image's size and the grid).
+//
+// RGB photographs (e.g. 1200 x 1600 from import-traffic-signs):
+//   ips_memory --photos DIR [--steps 1]
+// sweeps N (patch 100, stride 100 / 50 / 33: N = 192 / 713 / 1,564 at
+// 1200 x 1600) x lazy / eager, then M, I and B, on a reduced traffic config
+// (ResNet-18 with 2 stages, D 128, 3 channels, ImageNet normalisation).
 #include <benchmark/benchmark.h>
 
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +46,8 @@
 #include <vector>
 
 #include "data/megapixel_mnist.h"
+#include "data/photo_source.h"
+#include "data/source.h"
 #include "data/mnist.h"
 #include "engine/backend/device_select.h"
 #include "engine/engine.h"
@@ -67,6 +79,13 @@ int64_t peak_rss_bytes() {
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;
 }
+// CPU time of the whole process (all threads), seconds: on a loaded machine a
+// fairer measure of a step's work than the wall time.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 void reset_peak_rss() {
   std::ofstream f("/proc/self/clear_refs");
   if (f.good()) f << "5";
@@ -83,6 +102,7 @@ struct ModelInput {
   int64_t D = 128;
   Mode mode = Mode::Lazy;
   int64_t side = 0;
+  int64_t height = 0, width = 0;  // image (H, W) when known (eager holds B_seq whole images)
   int stages = 2;           // ResNet-18/34 stages kept
   int blocks_per_stage = 2;
   // Fraction of selection-pass patches actually encoded (the zero-patch
@@ -175,8 +195,11 @@ ModelTerms memory_model(const ModelInput& in) {
     const double seq = static_cast<double>(in.mode == Mode::EagerSeq ? 1 : in.B);
     double resident = 0;
     if (in.mode != Mode::Lazy) {
-      // The (B_seq, N, C, h, w) patches (the dense canvases are host buffers, not tensors).
-      resident = 4.0 * seq * static_cast<double>(in.N) * hw;
+      // Eager loading holds the B_seq whole images (B_seq, C, H, W) as a
+      // tensor and cuts patches from it; without the image size, the
+      // (B_seq, N, C, h, w) patches of a grid without overlap.
+      resident = in.height > 0 ? 4.0 * seq * static_cast<double>(in.chan * in.height * in.width)
+                               : 4.0 * seq * static_cast<double>(in.N) * hw;
     }
     const double enc = std::max(1.0, std::ceil(seq * chunk * in.encoded_fraction));
     t.select_peak = t.state + resident + enc * nograd_pp;
@@ -195,6 +218,7 @@ struct ImageRun {
   bool fold_bn = false;
   int steps = 1;
   std::string label;
+  std::string data_dir;  // an existing dataset (empty: generate a canvas set of `side`)
 };
 
 std::string bench_data_root() {
@@ -233,7 +257,7 @@ void count_params(Module& m, int64_t* n) {
 void run_image(benchmark::State& state, ImageRun run) {
   train::Config cfg = run.cfg;
   const int64_t B = cfg.B;
-  cfg.data_dir = ensure_dataset(run.side, std::max<int64_t>(B, 16));
+  cfg.data_dir = run.data_dir.empty() ? ensure_dataset(run.side, std::max<int64_t>(B, 16)) : run.data_dir;
   cfg.out_dir = "/tmp/ipsnet_bench_runs";
   static int run_counter = 0;
   cfg.run_name = "ips_memory-" + std::to_string(::getpid()) + "-" + std::to_string(run_counter++);
@@ -259,13 +283,15 @@ void run_image(benchmark::State& state, ImageRun run) {
   }
   reset_peak_memory(dev);
   reset_peak_rss();
-  double seconds = 0;
+  double seconds = 0, cpu_seconds = 0;
   int64_t steps = 0;
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
+    const double c0 = process_cpu_seconds();
     trainer.train_step(ids);
     backend_for(dev).synchronize();  // a GPU step ends when its kernels have (SPEC section 4)
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu_seconds += process_cpu_seconds() - c0;
     state.SetIterationTime(s);
     seconds += s;
     ++steps;
@@ -283,6 +309,11 @@ void run_image(benchmark::State& state, ImageRun run) {
   mi.D = cfg.D;
   mi.mode = run.mode;
   mi.side = run.side;
+  {
+    const PatchGrid g = trainer.source("train").grid(ids[0]);
+    mi.height = g.height;
+    mi.width = g.width;
+  }
   mi.stages = static_cast<int>(cfg.n_res_blocks);
   mi.blocks_per_stage = cfg.enc_type == "resnet34" ? 3 : 2;
   mi.encoded_fraction = enc_frac;
@@ -296,6 +327,7 @@ void run_image(benchmark::State& state, ImageRun run) {
   state.counters["model_saved"] = mt.saved;
   state.counters["model_err"] = mt.peak / measured - 1.0;
   state.counters["s_per_step"] = seconds / static_cast<double>(std::max<int64_t>(1, steps));
+  state.counters["cpu_s_per_step"] = cpu_seconds / static_cast<double>(std::max<int64_t>(1, steps));
   state.counters["img_per_s"] = static_cast<double>(B * steps) / std::max(seconds, 1e-9);
   state.counters["N"] = static_cast<double>(mi.N);
   state.counters["M"] = static_cast<double>(cfg.M);
@@ -303,6 +335,9 @@ void run_image(benchmark::State& state, ImageRun run) {
   state.counters["B"] = static_cast<double>(B);
   state.counters["patch"] = static_cast<double>(cfg.patch_size);
   state.counters["side"] = static_cast<double>(run.side);
+  state.counters["H"] = static_cast<double>(mi.height);
+  state.counters["W"] = static_cast<double>(mi.width);
+  state.counters["C"] = static_cast<double>(mi.chan);
   state.counters["mode"] = static_cast<double>(static_cast<int>(run.mode));
   state.counters["dedup"] = cfg.dedup_patches ? 1 : 0;
   state.counters["fold_bn"] = run.fold_bn ? 1 : 0;
@@ -312,9 +347,11 @@ void run_image(benchmark::State& state, ImageRun run) {
   std::error_code ec;
   fs::remove_all(trainer.run_dir(), ec);  // the run directory holds only config.yaml
   std::fprintf(stderr,
-               "ips_memory: %s N=%lld M=%lld I=%lld B=%lld patch=%lld dedup=%d fold=%d: %.3f s/step, %.2f img/s, "
+               "ips_memory: %s %lldx%lldx%lld N=%lld M=%lld I=%lld B=%lld patch=%lld dedup=%d fold=%d: %.3f s/step, "
+               "%.2f img/s, "
                "peak alloc %.1f MiB (model %.1f MiB, %+.1f%%), reserved %.1f MiB, rss %.1f MiB\n",
-               mode_name(run.mode), static_cast<long long>(mi.N), static_cast<long long>(cfg.M),
+               mode_name(run.mode), static_cast<long long>(mi.chan), static_cast<long long>(mi.height),
+               static_cast<long long>(mi.width), static_cast<long long>(mi.N), static_cast<long long>(cfg.M),
                static_cast<long long>(cfg.I), static_cast<long long>(B), static_cast<long long>(cfg.patch_size),
                cfg.dedup_patches ? 1 : 0, run.fold_bn ? 1 : 0, seconds / std::max<int64_t>(1, steps),
                static_cast<double>(B * steps) / std::max(seconds, 1e-9), measured / kMiB, mt.peak / kMiB,
@@ -475,7 +512,12 @@ void run_features(benchmark::State& state, FeatureRun run) {
 void register_image(const std::string& sweep, ImageRun run) {
   const train::Config& c = run.cfg;
   std::ostringstream name;
-  name << sweep << "/" << mode_name(run.mode) << "/side:" << run.side << "/M:" << c.M << "/I:" << c.I
+  name << sweep << "/" << mode_name(run.mode);
+  if (run.data_dir.empty())
+    name << "/side:" << run.side;
+  else
+    name << "/stride:" << c.patch_stride;
+  name << "/M:" << c.M << "/I:" << c.I
        << "/B:" << c.B << "/patch:" << c.patch_size << "/dedup:" << (c.dedup_patches ? 1 : 0)
        << "/fold:" << (run.fold_bn ? 1 : 0) << "/" << c.device;
   const int steps = run.steps;
@@ -561,6 +603,140 @@ void register_sweeps() {
   }
 }
 
+// --photos DIR: RGB photographs (any size; 1200 x 1600 for the traffic task),
+// a reduced traffic config small enough for a 2-core CPU.
+ImageRun photo_run(const std::string& dir, int steps) {
+  ImageRun r;
+  r.data_dir = dir;
+  r.steps = steps;
+  train::Config& c = r.cfg;
+  c.device = "cpu";
+  c.n_chan_in = 3;
+  c.normalize = "imagenet";
+  c.patch_size = c.patch_stride = 100;
+  c.B = c.B_seq = 2;
+  c.M = 4;
+  c.I = 32;
+  c.D = 128;
+  c.H = 8;
+  c.D_k = c.D_v = 16;
+  c.D_inner = 512;
+  c.enc_type = "resnet18";
+  c.n_res_blocks = 2;
+  c.use_pos = false;
+  c.n_token = 1;
+  c.shuffle = true;
+  // One task: the dataset's first label, its classes.
+  std::unique_ptr<data::DataSource> src = data::open_source(dir, "train", data::SourceOptions{100, 100});
+  IPSNET_CHECK(src->has_pixels() && src->channels() == 3, "--photos: '", dir, "' does not hold RGB images");
+  const data::LabelSpec l = src->labels().at(0);
+  train::TaskConfig t;
+  t.id = 0;
+  t.name = l.name;
+  t.n_class = l.n_class;
+  t.act_fn = "softmax";
+  t.metric = "accuracy";
+  c.tasks = {t};
+  return r;
+}
+
+void register_photo_sweeps(const std::string& dir, int steps) {
+  for (int64_t stride : {100, 50, 33})
+    for (Mode m : {Mode::Lazy, Mode::Eager}) {
+      ImageRun r = photo_run(dir, steps);
+      r.cfg.patch_stride = stride;
+      r.mode = m;
+      register_image("photos_N", r);
+    }
+  for (int64_t M : {2, 8, 16}) {
+    ImageRun r = photo_run(dir, steps);
+    r.cfg.M = M;
+    register_image("photos_M", r);
+  }
+  for (int64_t I : {8, 64, 192}) {
+    ImageRun r = photo_run(dir, steps);
+    r.cfg.I = I;
+    register_image("photos_I", r);
+  }
+  for (int64_t B : {1, 4})
+    for (Mode m : {Mode::Lazy, Mode::Eager}) {
+      ImageRun r = photo_run(dir, steps);
+      r.cfg.B = r.cfg.B_seq = B;
+      r.mode = m;
+      register_image("photos_B", r);
+    }
+}
+
+// --decode DIR: the photo source's decoding alone, CPU time of this thread
+// (robust to a loaded machine) per image and pass over its N patches of 100
+// (stride 100): the whole image (eager), lazy chunks of I in index order, lazy
+// chunks of I in a shuffled order (the reference's visiting order), and the M
+// selected patches read again for the training pass.
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+void decode_benchmark(const std::string& dir, int64_t I, int64_t M, int passes, bool augment) {
+  data::SourceOptions so;
+  if (augment) {  // the traffic config's training augmentation
+    so.jitter = 0.1;
+    so.translate = 100;
+    so.augment_seed = 3;
+  }
+  so.patch_size = so.patch_stride = 100;
+  so.normalize = "imagenet";
+  std::unique_ptr<data::DataSource> probe = data::open_source(dir, "train", so);
+  const int64_t n_img = std::min<int64_t>(probe->size(), 4);
+  const PatchGrid g = probe->grid(0);
+  const int64_t N = g.count(), C = probe->channels();
+  std::vector<float> whole(static_cast<size_t>(C * g.height * g.width));
+  std::vector<float> patches(static_cast<size_t>(N * C * 100 * 100));
+  Generator gen(7);
+  const char* names[4] = {"eager (whole image)", "lazy, index order", "lazy, shuffled order", "lazy, M selected"};
+  double secs[4] = {0, 0, 0, 0};
+  int64_t decoders[4] = {0, 0, 0, 0};
+  for (int kind = 0; kind < 4; ++kind) {
+    std::unique_ptr<data::DataSource> src = data::open_source(dir, "train", so);
+    auto* ps = dynamic_cast<data::PhotoSource*>(src.get());
+    IPSNET_CHECK(ps != nullptr, "--decode: '", dir, "' is not a photo dataset");
+    for (int pass = 0; pass < passes; ++pass)
+      for (int64_t i = 0; i < n_img; ++i) {
+        std::vector<int64_t> order(static_cast<size_t>(N));
+        for (int64_t p = 0; p < N; ++p) order[static_cast<size_t>(p)] = p;
+        if (kind >= 2) {
+          order = gen.permutation(N);
+        }
+        const double t0 = thread_cpu_seconds();
+        if (kind == 0) {
+          src->read_image(i, whole.data());
+        } else if (kind == 3) {
+          std::vector<int64_t> sel(order.begin(), order.begin() + std::min(M, N));
+          std::sort(sel.begin(), sel.end());
+          src->read_instances(i, sel.data(), static_cast<int64_t>(sel.size()), patches.data());
+        } else {
+          for (int64_t s0 = 0; s0 < N; s0 += I) {
+            const int64_t n = std::min(I, N - s0);
+            src->read_instances(i, order.data() + s0, n, patches.data());
+          }
+        }
+        secs[kind] += thread_cpu_seconds() - t0;
+      }
+    decoders[kind] = ps->decoders_opened();
+  }
+  const double per = 1000.0 / static_cast<double>(n_img * passes);
+  std::printf("decode%s: %lld images of %lldx%lldx%lld, N %lld, I %lld, M %lld, %d passes; CPU ms per image and "
+              "pass (this thread)\n",
+              augment ? " with augmentation (jitter 0.1, translate 100)" : "",
+              static_cast<long long>(n_img), static_cast<long long>(C), static_cast<long long>(g.height),
+              static_cast<long long>(g.width), static_cast<long long>(N), static_cast<long long>(I),
+              static_cast<long long>(M), passes);
+  for (int k = 0; k < 4; ++k)
+    std::printf("  %-22s %8.1f ms  (x%.2f of eager)  decoders opened per image and pass %.2f\n", names[k],
+                secs[k] * per, secs[k] / secs[0], static_cast<double>(decoders[k]) * per / 1000.0);
+}
+
 // --probe P: the encoder's training-pass memory for P patches of the official
 // config, phase by phase (used to check the model's per-patch terms).
 void probe_encoder(int64_t n, int64_t patch) {
@@ -624,9 +800,11 @@ void probe_encoder(int64_t n, int64_t patch) {
 
 int usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--config FILE.yaml] [--set key=value]... [--side S] [--mode lazy|eager|eager_seq]\n"
+               "usage: %s [--config FILE.yaml] [--set key=value]... [--side S | --data DIR] [--mode lazy|eager|eager_seq]\n"
                "          [--device cpu|cuda[:N]] [--shortcuts on|off] [--fold-bn on|off] [--steps K]\n"
                "          [--features N [--F 2048] [--M 5000] [--I 5000] [--B 1] [--D 512]]\n"
+               "          [--photos DIR (the RGB photograph sweeps on an imported dataset)]\n"
+               "          [--I 32 --M 10 --steps K --decode DIR (photo decoding alone: eager, lazy, shuffled)]\n"
                "          [google benchmark flags, e.g. --benchmark_out=r.json --benchmark_out_format=json]\n"
                "Without --config/--set/--features: the sweeps (filter them with --benchmark_filter).\n",
                argv0);
@@ -646,7 +824,7 @@ int main(int argc, char** argv) {
   using namespace ipsnet;
   try {
     std::vector<char*> rest = {argv[0]};
-    std::string config_path, mode;
+    std::string config_path, mode, data_dir, photos_dir;
     std::vector<std::string> sets;
     int64_t side = 0, features = 0;
     int steps = 3;
@@ -670,6 +848,14 @@ int main(int argc, char** argv) {
       else if (is("--shortcuts")) shortcuts = on_off(value("--shortcuts")), single = true;
       else if (is("--fold-bn")) fold = on_off(value("--fold-bn")), single = true;
       else if (is("--steps")) steps = std::stoi(value("--steps"));
+      else if (is("--data")) data_dir = value("--data"), single = true;
+      else if (is("--photos")) photos_dir = value("--photos");
+      else if (is("--decode")) {
+        const std::string dir = value("--decode");
+        for (bool aug : {false, true})
+          decode_benchmark(dir, fr.I == 5000 ? 32 : fr.I, fr.M == 5000 ? 10 : fr.M, std::max(1, steps), aug);
+        return 0;
+      }
       else if (is("--features")) features = std::stoll(value("--features"));
       else if (is("--F")) fr.F = std::stoll(value("--F"));
       else if (is("--M")) fr.M = std::stoll(value("--M"));
@@ -682,7 +868,9 @@ int main(int argc, char** argv) {
       }
       else rest.push_back(argv[i]);
     }
-    if (features > 0) {
+    if (!photos_dir.empty()) {
+      register_photo_sweeps(photos_dir, steps);
+    } else if (features > 0) {
       fr.N = features;
       fr.steps = steps;
       register_features(fr);
@@ -703,6 +891,7 @@ int main(int argc, char** argv) {
       if (shortcuts >= 0) r.cfg.dedup_patches = shortcuts == 1;
       r.fold_bn = fold >= 0 ? fold == 1 : shortcuts == 1;
       r.steps = steps;
+      r.data_dir = data_dir;
       register_image("config", r);
     } else {
       register_sweeps();

@@ -49,8 +49,9 @@ def reset_peak_rss():
         return False
 
 
-def build_model(torch, nn, D, H, D_k, D_v, D_inner, n_token, dropout, tasks):
-    """The reference: torchvision ResNet-18 (1 channel, 2 stages), the IPS
+def build_model(torch, nn, D, H, D_k, D_v, D_inner, n_token, dropout, tasks, in_chan=1, n_stages=2):
+    """The reference: torchvision ResNet-18 (in_chan channels, n_stages
+    stages; the feature width 64 << (n_stages - 1) must equal D), the IPS
     notebook's cross-attention transformer, one linear head per task."""
 
     def conv3x3(i, o, s=1):
@@ -78,7 +79,7 @@ def build_model(torch, nn, D, H, D_k, D_v, D_inner, n_token, dropout, tasks):
         def __init__(self, n_stages=2):
             super().__init__()
             self.inplanes = 64
-            self.conv1 = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_chan, 64, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(64)
             self.relu = nn.ReLU(inplace=True)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
@@ -156,7 +157,7 @@ def build_model(torch, nn, D, H, D_k, D_v, D_inner, n_token, dropout, tasks):
     class IPSNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.encoder = Encoder()
+            self.encoder = Encoder(n_stages)
             self.transf = Transformer()
             self.output_layers = nn.ModuleDict({t: nn.Sequential(nn.Linear(D, c)) for t, c, _ in tasks})
 
