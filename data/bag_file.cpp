@@ -1,6 +1,10 @@
 // ipsnet's feature bag file (data/bag_file.h).
 #include "data/bag_file.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "engine/common/error.h"
@@ -93,9 +97,45 @@ BagReader BagReader::open(const std::string& path) {
   return r;
 }
 
+namespace {
+const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+
+// Drops the process's mapping of the pages that [p, p + n) touches. The bag is
+// mapped read-only and never written, so this loses nothing: the data stay in
+// the page cache and fault back in when read again (also by another thread).
+void release_pages(const void* p, size_t n) {
+  const uintptr_t page = kPage;
+  uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+}  // namespace
+
+void BagReader::read_rows(const int64_t* idx, int64_t n, float* dst) const {
+  const int64_t N = info_.n, F = info_.F;
+  const size_t row = static_cast<size_t>(F) * sizeof(float);
+  for (int64_t k = 0; k < n; ++k) {
+    IPSNET_CHECK(idx[k] >= 0 && idx[k] < N, "instance ", idx[k], " of the bag '", path_, "' is outside [0, ", N, ")");
+    std::memcpy(dst + k * F, row_ptr(idx[k]), row);
+  }
+  // Rows of a page or more (F >= 1024) are released once copied, so a
+  // selection visiting every row of a 250,000-tile bag keeps only the rows
+  // of the current chunk resident. Narrower bags stay mapped: they are small,
+  // and a row would share its page with neighbours read a moment later.
+  if (row >= kPage)
+    for (int64_t k = 0; k < n; ++k) release_pages(row_ptr(idx[k]), row);
+}
+
 void BagReader::verify() const {
-  IPSNET_CHECK(crc32_of(features_, static_cast<size_t>(info_.n * info_.F) * sizeof(float)) == features_crc_,
-               "the bag '", path_, "' fails its feature checksum (damaged)");
+  const size_t total = static_cast<size_t>(info_.n * info_.F) * sizeof(float), chunk = size_t(64) << 20;
+  uint32_t crc = 0;
+  const uint8_t* f = reinterpret_cast<const uint8_t*>(features_);
+  for (size_t off = 0; off < total; off += chunk) {
+    const size_t m = std::min(chunk, total - off);
+    crc = crc32_of(f + off, m, crc);
+    release_pages(f + off, m);
+  }
+  IPSNET_CHECK(crc == features_crc_, "the bag '", path_, "' fails its feature checksum (damaged)");
   IPSNET_CHECK(crc32_of(coords_, static_cast<size_t>(info_.n) * 16) == coords_crc_, "the bag '", path_,
                "' fails its coordinate checksum (damaged)");
 }

@@ -44,13 +44,20 @@ class BagReader {
   const BagInfo& info() const { return info_; }
   const std::string& path() const { return path_; }
   /// Row i of the features (F floats), straight from the mapping.
-  const float* row(int64_t i) const { return features_ + i * info_.F; }
+  const float* row(int64_t i) const { return row_ptr(i); }
   const float* features() const { return features_; }
   const int64_t* coords() const { return coords_; }
-  /// Throws one line naming the file when a checksum fails (pages the whole bag in).
+  /// dst (n, F): rows idx[0..n) copied out of the mapping (indices checked);
+  /// the pages they occupied are then released from this process (they stay
+  /// in the kernel's page cache), so resident memory does not grow with N as
+  /// a selection visits every row of a large bag.
+  void read_rows(const int64_t* idx, int64_t n, float* dst) const;
+  /// Throws one line naming the file when a checksum fails (reads the bag in
+  /// chunks, releasing each from the process after checking it).
   void verify() const;
 
  private:
+  const float* row_ptr(int64_t i) const { return features_ + i * info_.F; }
   std::string path_;
   BagInfo info_;
   std::shared_ptr<MappedFile> map_;

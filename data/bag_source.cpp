@@ -99,12 +99,7 @@ const BagReader& BagSource::bag(int64_t i) const {
 }
 
 void BagSource::read_instances(int64_t i, const int64_t* idx, int64_t n, float* dst) const {
-  const BagReader& b = bag(i);
-  const int64_t N = b.info().n;
-  for (int64_t k = 0; k < n; ++k) {
-    IPSNET_CHECK(idx[k] >= 0 && idx[k] < N, "instance ", idx[k], " of the bag '", b.path(), "' is outside [0, ", N, ")");
-    std::memcpy(dst + k * F_, b.row(idx[k]), static_cast<size_t>(F_) * sizeof(float));
-  }
+  bag(i).read_rows(idx, n, dst);
 }
 
 void BagSource::prefetch(int64_t i) const {
