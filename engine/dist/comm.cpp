@@ -128,7 +128,13 @@ DeviceReducer* device_reducer(int cuda_device) {
   if (!s.device_tried) {
     s.device_tried = true;
     s.device_index = cuda_device;
-    s.device = s.device_factory(*s.comm, cuda_device);
+    try {
+      s.device = s.device_factory(*s.comm, cuda_device);
+    } catch (const Error& e) {
+      // Every rank fails alike (no library): sums go through host copies.
+      if (s.comm->rank() == 0)
+        std::fprintf(stderr, "ipsnet: %s; CUDA gradients are summed through host memory instead\n", e.what());
+    }
   }
   IPSNET_CHECK(s.device_index == cuda_device, "data-parallel training uses one CUDA device per rank (cuda:",
                s.device_index, "), not also cuda:", cuda_device);
