@@ -38,6 +38,30 @@ class ConvBf16Guard {
   bool prev_;
 };
 
+/// Thread-local mixed-precision switch of the training pass (config key
+/// 'precision: bf16'): while a PrecisionGuard(true) lives on this thread,
+/// float32 convolutions (forward, backward-data, backward-weights) and matrix
+/// products (matmul, linear) run with bfloat16 inputs and weights, float32
+/// accumulation and float32 outputs, on backends that support it
+/// (Backend::supports_bf16_conv); everything else stays float32. Each op's
+/// backward node records the mode at forward time and honours it, whatever
+/// the switch says when backward runs.
+inline bool& precision_bf16_flag() {
+  thread_local bool on = false;
+  return on;
+}
+inline bool precision_bf16_enabled() { return precision_bf16_flag(); }
+class PrecisionGuard {
+ public:
+  explicit PrecisionGuard(bool bf16) : prev_(precision_bf16_flag()) { precision_bf16_flag() = bf16; }
+  ~PrecisionGuard() { precision_bf16_flag() = prev_; }
+  PrecisionGuard(const PrecisionGuard&) = delete;
+  PrecisionGuard& operator=(const PrecisionGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 /// Thread-local observer of finished leaf gradients: while a
 /// GradReadyHookGuard lives on this thread, backward calls hook->ready(leaf)
 /// once per leaf and backward, right after that leaf's gradient has been

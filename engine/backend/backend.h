@@ -60,6 +60,17 @@ class Backend {
                     const Tensor& a, int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb,
                     int64_t stride_b, double beta, const Tensor& c, int64_t ldc, int64_t stride_c,
                     int64_t batch) = 0;
+  /// Mixed precision (config key 'precision: bf16'): the same product of
+  /// float32 operands, each rounded to bfloat16, accumulated and written in
+  /// float32; alpha = 1 and beta = 0 only. Where supports_bf16_gemm().
+  virtual bool supports_bf16_gemm() const { return false; }
+  virtual void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const Tensor& a,
+                         int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb, int64_t stride_b,
+                         const Tensor& c, int64_t ldc, int64_t stride_c, int64_t batch) {
+    (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)stride_a;
+    (void)b, (void)ldb, (void)stride_b, (void)c, (void)ldc, (void)stride_c, (void)batch;
+    unsupported("gemm_bf16");
+  }
 
   // ---- softmax / layer norm ---------------------------------------------
   /// Along n of contiguous (outer, n, inner).
@@ -125,7 +136,8 @@ class Backend {
 
   /// y = conv(x, weight) + bias. x (N, C, H, W), weight (O, C, kh, kw),
   /// bias (O) or undefined, y (N, O, ho, wo).
-  /// Whether conv2d_forward honours Conv2dGeometry::bf16 (else it runs float32).
+  /// Whether conv2d_forward and both conv2d backwards honour
+  /// Conv2dGeometry::bf16 (else they run float32).
   virtual bool supports_bf16_conv() const { return false; }
   virtual void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                               const Tensor& y, const Conv2dGeometry& g) {

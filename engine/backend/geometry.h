@@ -21,8 +21,9 @@ struct Conv2dGeometry {
   int64_t ph = 0, pw = 0;              ///< padding (each side)
   int64_t dh = 1, dw = 1;              ///< dilation
   int64_t ho = 0, wo = 0;              ///< output spatial size
-  /// Inference only: bfloat16 inputs and weights, float32 accumulation and
-  /// output (set by ops::conv2d under ConvBf16Guard when the backend supports it).
+  /// bfloat16 inputs and weights (and output gradients in backward), float32
+  /// accumulation and outputs: set by ops::conv2d under ConvBf16Guard
+  /// (inference) or PrecisionGuard (training) when the backend supports it.
   bool bf16 = false;
   /// Multiply-adds of the forward pass (each backward pass costs the same).
   double macs() const { return double(n) * o * ho * wo * c * kh * kw; }

@@ -122,8 +122,11 @@ struct BatchNormBackward : Node {
 struct Conv2dRecompute : Recompute {
   SavedTensor x, weight, bias;
   Pair stride{}, padding{}, dilation{};
+  bool bf16 = false;  // the forward's precision (PrecisionGuard), reproduced exactly
   Tensor run() const override {
     const char* n = "conv2d (recompute)";
+    PrecisionGuard precision(bf16);
+    ConvBf16Guard inference(false);
     return conv2d(x.unpack(n), weight.unpack(n), bias.unpack(n), stride, padding, dilation);
   }
 };
@@ -226,8 +229,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   Tensor y = Tensor::empty({g.n, g.o, g.ho, g.wo}, x.dtype(), x.device());
   Backend& be = backend_for(x.device());
   const bool record = any_requires_grad({&x, &weight, &bias});
-  g.bf16 = !record && conv_bf16_enabled() && x.dtype() == DType::Float32 && be.supports_bf16_conv();
-  be.conv2d_forward(xc, wc, bc, y, g);  // g.bf16 is false whenever the node below keeps g
+  // bfloat16 compute: inference under ConvBf16Guard (the selection), or any
+  // convolution under PrecisionGuard (precision: bf16); the node below keeps
+  // g, so its backward runs in the precision of this forward.
+  g.bf16 = ((!record && conv_bf16_enabled()) || precision_bf16_enabled()) && x.dtype() == DType::Float32 &&
+           be.supports_bf16_conv();
+  be.conv2d_forward(xc, wc, bc, y, g);
   if (record) {
     auto node = std::make_shared<Conv2dBackward>();
     node->geom = g;
@@ -375,6 +382,7 @@ Tensor conv2d_recomputed(const Tensor& x, const Tensor& weight, const Tensor& bi
     recipe->stride = stride;
     recipe->padding = padding;
     recipe->dilation = dilation;
+    recipe->bf16 = precision_bf16_enabled();
     set_recompute(y, recipe);
   }
   return y;

@@ -1,5 +1,7 @@
-// matmul and linear through the backend GEMM (CBLAS on the CPU, cuBLAS on CUDA).
+// matmul and linear through the backend GEMM (CBLAS on the CPU, cuBLAS on CUDA),
+// or its bfloat16 form under PrecisionGuard (precision: bf16).
 // A transposed view is passed to GEMM as a transpose flag, not copied.
+#include "engine/autograd/grad_mode.h"
 #include "engine/autograd/node.h"
 #include "engine/ops/ops.h"
 
@@ -67,8 +69,10 @@ struct MatmulBackward : Node {
   SavedTensor a, b;  // a only when B needs grad, b only when A needs grad
   Shape a_shape, b_shape;
   bool need_a, need_b;
+  bool bf16 = false;  // the forward's precision: the gradient products run in it too
   const char* name() const override { return "MatmulBackward"; }
   std::vector<Tensor> apply(const Tensor& g) override {
+    PrecisionGuard precision(bf16);
     Tensor da, db;
     if (need_a) da = sum_to(matmul(g, b.unpack(name()).transpose(-1, -2)), a_shape);
     if (need_b) {
@@ -90,6 +94,11 @@ struct MatmulBackward : Node {
   }
 };
 
+// precision: bf16 (PrecisionGuard) on a backend with a bfloat16 matmul.
+bool use_bf16(const Backend& be, const Tensor& a) {
+  return precision_bf16_enabled() && a.dtype() == DType::Float32 && be.supports_bf16_gemm();
+}
+
 Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   int64_t m = a.size(-2), k = a.size(-1), k2 = b.size(-2), n = b.size(-1);
   IPSNET_CHECK(k == k2, "matmul: ", shape_str(a.shape()), " @ ", shape_str(b.shape()),
@@ -103,7 +112,10 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
     Shape os(a.shape().begin(), a.shape().end() - 1);
     os.push_back(n);
     Tensor out = Tensor::empty(os, a.dtype(), a.device());
-    be.gemm(A.trans, B.trans, rows, n, k, 1.0, A.t, A.ld, 0, B.t, B.ld, 0, 0.0, out, n, 0, 1);
+    if (use_bf16(be, a))
+      be.gemm_bf16(A.trans, B.trans, rows, n, k, A.t, A.ld, 0, B.t, B.ld, 0, out, n, 0, 1);
+    else
+      be.gemm(A.trans, B.trans, rows, n, k, 1.0, A.t, A.ld, 0, B.t, B.ld, 0, 0.0, out, n, 0, 1);
     return out;
   }
   Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
@@ -119,8 +131,13 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   os.push_back(m);
   os.push_back(n);
   Tensor out = Tensor::empty(os, a.dtype(), a.device());
-  be.gemm(A.trans, B.trans, m, n, k, 1.0, A.t, A.ld, A.batch_stride, B.t, B.ld, B.batch_stride, 0.0, out, n,
-          m * n, nbatch);
+  if (use_bf16(be, a))
+    be.gemm_bf16(A.trans, B.trans, m, n, k, A.t, A.ld, A.batch_stride, B.t, B.ld, B.batch_stride, out, n, m * n,
+                 nbatch);
+  else
+    be.gemm(A.trans, B.trans, m, n, k, 1.0, A.t, A.ld, A.batch_stride, B.t, B.ld, B.batch_stride, 0.0, out, n,
+            m * n, nbatch);
+  return out;
   return out;
 }
 
@@ -143,6 +160,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
     node->need_b = b_in.requires_grad();
     node->a_shape = a.shape();
     node->b_shape = b.shape();
+    node->bf16 = precision_bf16_enabled();
     if (node->need_b) node->a = SavedTensor(a);
     if (node->need_a) node->b = SavedTensor(b);
     Tensor ua = squeeze_a ? a_in.unsqueeze(0) : a_in;

@@ -21,6 +21,11 @@ class CpuBackend : public Backend {
             const Tensor& a, int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb,
             int64_t stride_b, double beta, const Tensor& c, int64_t ldc, int64_t stride_c,
             int64_t batch) override;
+  /// oneDNN's bfloat16 matmul (cpu_onednn.cpp); same ISA test as supports_bf16_conv.
+  bool supports_bf16_gemm() const override;
+  void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const Tensor& a, int64_t lda,
+                 int64_t stride_a, const Tensor& b, int64_t ldb, int64_t stride_b, const Tensor& c, int64_t ldc,
+                 int64_t stride_c, int64_t batch) override;
   void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                bool log) override;
   void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer,

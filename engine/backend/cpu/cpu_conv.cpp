@@ -1,4 +1,5 @@
-// CPU convolution: oneDNN for float32, im2col + gemm reference (float, double).
+// CPU convolution: oneDNN for float32 (and bfloat16 compute with float32
+// tensors: Conv2dGeometry::bf16), im2col + gemm reference (float, double).
 // Accumulate rule: every output is written (=), dweight/dbias included; the
 // autograd AccumulateGrad node adds parameter gradients into .grad.
 #include <algorithm>
@@ -380,6 +381,95 @@ void conv_forward_bf16_onednn(const Tensor& x, const Tensor& weight, const Tenso
   }
 }
 
+// bfloat16 training (precision: bf16; Conv2dGeometry::bf16 recorded by the
+// forward): backward-data reads dy and the weights in bfloat16 and writes a
+// float32 dx; backward-weights reads x and dy in bfloat16 and writes float32
+// dweight and dbias. Accumulation is float32 throughout. The forward hint is
+// the bfloat16 training forward of the same geometry.
+dnnl::convolution_forward::primitive_desc conv_fwd_bf16_hint(const Conv2dGeometry& g, bool with_bias) {
+  using dt = memory::data_type;
+  const memory::desc src(src_dims(g), dt::bf16, tag::any), wei(wei_dims(g), dt::bf16, tag::any),
+      b({g.o}, dt::f32, tag::x), dst(dst_dims(g), dt::bf16, tag::any);
+  const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
+  auto d = with_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                       dnnl::algorithm::convolution_direct, src, wei, b, dst,
+                                                       strides, dil, pad, pad)
+                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                       dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                       strides, dil, pad, pad);
+  return {d, cpu::onednn_engine()};
+}
+
+struct ConvBwdDataBf16 {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data prim;
+};
+struct ConvBwdWeightsBf16 {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights prim;
+};
+
+void conv_backward_data_bf16_onednn(const Tensor& dy, const Tensor& weight, const Tensor& dx,
+                                    const Conv2dGeometry& g) {
+  try {
+    auto e = cpu::onednn_cached<ConvBwdDataBf16>(str_cat("conv_bwd_data_bf16 ", g.str()), [&] {
+      using dt = memory::data_type;
+      const memory::desc dsrc(src_dims(g), dt::f32, tag::any), wei(wei_dims(g), dt::bf16, tag::any),
+          ddst(dst_dims(g), dt::bf16, tag::any);
+      const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
+      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dsrc, wei, ddst, strides, dil,
+                                              pad, pad);
+      dnnl::convolution_backward_data::primitive_desc pd(d, cpu::onednn_engine(), conv_fwd_bf16_hint(g, false));
+      return ConvBwdDataBf16{pd, dnnl::convolution_backward_data(pd)};
+    });
+    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
+    Operand wei(weight, wei_dims(g), tag::oihw, e->pd.weights_desc());
+    Operand dsrc(dx, src_dims(g), tag::nchw, e->pd.diff_src_desc());
+    e->prim.execute(cpu::onednn_stream(),
+                    {{DNNL_ARG_DIFF_DST, ddst.load()}, {DNNL_ARG_WEIGHTS, wei.load()}, {DNNL_ARG_DIFF_SRC, dsrc.mem()}});
+    dsrc.finish();
+    cpu::onednn_stream().wait();
+  } catch (const dnnl::error& err) {
+    cpu::onednn_fail("conv2d_backward_data (bfloat16)", g.str(), err);
+  }
+}
+
+void conv_backward_weight_bf16_onednn(const Tensor& x, const Tensor& dy, const Tensor& dweight,
+                                      const Tensor& dbias, const Conv2dGeometry& g) {
+  const bool with_bias = dbias.defined();
+  Tensor dw = dweight.defined() ? dweight : Tensor::empty({g.o, g.c, g.kh, g.kw}, DType::Float32);
+  try {
+    auto e = cpu::onednn_cached<ConvBwdWeightsBf16>(
+        str_cat("conv_bwd_w_bf16 ", g.str(), with_bias ? " b" : ""), [&] {
+          using dt = memory::data_type;
+          const memory::desc src(src_dims(g), dt::bf16, tag::any), dwei(wei_dims(g), dt::f32, tag::any),
+              db({g.o}, dt::f32, tag::x), ddst(dst_dims(g), dt::bf16, tag::any);
+          const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad{g.ph, g.pw};
+          auto d = with_bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src,
+                                                                        dwei, db, ddst, strides, dil, pad, pad)
+                             : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src,
+                                                                        dwei, ddst, strides, dil, pad, pad);
+          dnnl::convolution_backward_weights::primitive_desc pd(d, cpu::onednn_engine(),
+                                                                conv_fwd_bf16_hint(g, with_bias));
+          return ConvBwdWeightsBf16{pd, dnnl::convolution_backward_weights(pd)};
+        });
+    // A caller that wants no dweight (x undefined) only needs dbias: oneDNN
+    // still reads src, so it gets zeros of the right shape.
+    Tensor xs = x.defined() ? x : Tensor::zeros({g.n, g.c, g.h, g.w}, DType::Float32);
+    Operand src(xs, src_dims(g), tag::nchw, e->pd.src_desc());
+    Operand ddst(dy, dst_dims(g), tag::nchw, e->pd.diff_dst_desc());
+    Operand dwei(dw, wei_dims(g), tag::oihw, e->pd.diff_weights_desc());
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src.load()}, {DNNL_ARG_DIFF_DST, ddst.load()}, {DNNL_ARG_DIFF_WEIGHTS, dwei.mem()}};
+    if (with_bias) args.emplace(DNNL_ARG_DIFF_BIAS, cpu::wrap(dbias, {g.o}, tag::x));
+    e->prim.execute(cpu::onednn_stream(), args);
+    dwei.finish();
+    cpu::onednn_stream().wait();
+  } catch (const dnnl::error& err) {
+    cpu::onednn_fail("conv2d_backward_weight (bfloat16)", g.str(), err);
+  }
+}
+
 void conv_backward_data_onednn(const Tensor& dy, const Tensor& weight, const Tensor& dx,
                                const Conv2dGeometry& g) {
   try {
@@ -457,6 +547,8 @@ void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, co
                                       const Conv2dGeometry& g) {
   if (g.n == 0 || g.c == 0) return;
   if (g.o == 0) return fill(dx, 0.0);
+  if (g.bf16 && dy.dtype() == DType::Float32 && supports_bf16_conv())
+    return conv_backward_data_bf16_onednn(dy, weight, dx, g);
   if (cpu::use_onednn(dy.dtype())) return conv_backward_data_onednn(dy, weight, dx, g);
   IPSNET_DISPATCH_FLOAT(dy.dtype(), "conv2d_backward_data",
                         [&] { conv_backward_data_ref<scalar_t>(*this, dy, weight, dx, g); });
@@ -475,6 +567,8 @@ void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, const
     });
     return;
   }
+  if (g.bf16 && dy.dtype() == DType::Float32 && supports_bf16_conv())
+    return conv_backward_weight_bf16_onednn(x, dy, dweight, dbias, g);
   if (cpu::use_onednn(dy.dtype())) return conv_backward_weight_onednn(x, dy, dweight, dbias, g);
   IPSNET_DISPATCH_FLOAT(dy.dtype(), "conv2d_backward_weight",
                         [&] { conv_backward_weight_ref<scalar_t>(*this, x, dy, dweight, dbias, g); });
