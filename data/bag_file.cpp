@@ -1,8 +1,10 @@
 // ipsnet's feature bag file (data/bag_file.h).
 #include "data/bag_file.h"
 
-#include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstring>
@@ -91,6 +93,13 @@ BagReader BagReader::open(const std::string& path) {
   in.name.assign(reinterpret_cast<const char*>(p + kBagHeader), ln);
   in.split.assign(reinterpret_cast<const char*>(p + kBagHeader + ln), ls);
   r.features_ = reinterpret_cast<const float*>(p + foff);
+  r.features_offset_ = foff;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  IPSNET_CHECK(fd >= 0, "cannot open the bag '", path, "': ", std::strerror(errno));
+  r.fd_ = std::shared_ptr<int>(new int(fd), [](int* f) {
+    ::close(*f);
+    delete f;
+  });
   r.coords_ = reinterpret_cast<const int64_t*>(p + coff);
   r.features_crc_ = get<uint32_t>(p, 104);
   r.coords_crc_ = get<uint32_t>(p, 108);
@@ -99,41 +108,47 @@ BagReader BagReader::open(const std::string& path) {
 
 namespace {
 const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-
-// Drops the process's mapping of the pages that [p, p + n) touches. The bag is
-// mapped read-only and never written, so this loses nothing: the data stay in
-// the page cache and fault back in when read again (also by another thread).
-void release_pages(const void* p, size_t n) {
-  const uintptr_t page = kPage;
-  uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
-  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
-}
 }  // namespace
+
+void BagReader::pread_all(void* dst, size_t n, uint64_t offset) const {
+  uint8_t* d = static_cast<uint8_t*>(dst);
+  while (n > 0) {
+    ssize_t r = ::pread(*fd_, d, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    IPSNET_CHECK(r > 0, "cannot read the bag '", path_, "' at byte ", offset, ": ",
+                 r < 0 ? std::strerror(errno) : "unexpected end of file");
+    d += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+}
 
 void BagReader::read_rows(const int64_t* idx, int64_t n, float* dst) const {
   const int64_t N = info_.n, F = info_.F;
   const size_t row = static_cast<size_t>(F) * sizeof(float);
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = 0; k < n; ++k)
     IPSNET_CHECK(idx[k] >= 0 && idx[k] < N, "instance ", idx[k], " of the bag '", path_, "' is outside [0, ", N, ")");
-    std::memcpy(dst + k * F, row_ptr(idx[k]), row);
+  if (row < kPage) {  // narrow bags are small: copy from the mapping
+    for (int64_t k = 0; k < n; ++k) std::memcpy(dst + k * F, row_ptr(idx[k]), row);
+    return;
   }
-  // Rows of a page or more (F >= 1024) are released once copied, so a
-  // selection visiting every row of a 250,000-tile bag keeps only the rows
-  // of the current chunk resident. Narrower bags stay mapped: they are small,
-  // and a row would share its page with neighbours read a moment later.
-  if (row >= kPage)
-    for (int64_t k = 0; k < n; ++k) release_pages(row_ptr(idx[k]), row);
+  // Runs of consecutive rows in one read each.
+  for (int64_t k = 0; k < n;) {
+    int64_t e = k + 1;
+    while (e < n && idx[e] == idx[e - 1] + 1) ++e;
+    pread_all(dst + k * F, row * static_cast<size_t>(e - k), features_offset_ + static_cast<uint64_t>(idx[k]) * row);
+    k = e;
+  }
 }
 
 void BagReader::verify() const {
   const size_t total = static_cast<size_t>(info_.n * info_.F) * sizeof(float), chunk = size_t(64) << 20;
   uint32_t crc = 0;
-  const uint8_t* f = reinterpret_cast<const uint8_t*>(features_);
+  std::vector<uint8_t> buf(std::min(chunk, total));
   for (size_t off = 0; off < total; off += chunk) {
     const size_t m = std::min(chunk, total - off);
-    crc = crc32_of(f + off, m, crc);
-    release_pages(f + off, m);
+    pread_all(buf.data(), m, features_offset_ + off);
+    crc = crc32_of(buf.data(), m, crc);
   }
   IPSNET_CHECK(crc == features_crc_, "the bag '", path_, "' fails its feature checksum (damaged)");
   IPSNET_CHECK(crc32_of(coords_, static_cast<size_t>(info_.n) * 16) == coords_crc_, "the bag '", path_,

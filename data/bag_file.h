@@ -47,13 +47,14 @@ class BagReader {
   const float* row(int64_t i) const { return row_ptr(i); }
   const float* features() const { return features_; }
   const int64_t* coords() const { return coords_; }
-  /// dst (n, F): rows idx[0..n) copied out of the mapping (indices checked);
-  /// the pages they occupied are then released from this process (they stay
-  /// in the kernel's page cache), so resident memory does not grow with N as
-  /// a selection visits every row of a large bag.
+  /// dst (n, F): rows idx[0..n) (indices checked). Rows of a page or more
+  /// (F >= 1024) are read with pread() rather than through the mapping: a
+  /// mapping keeps every page a selection touched resident in the process
+  /// (and the kernel maps neighbouring pages on each fault), so resident
+  /// memory would grow with N as IPS visits every row of a large bag.
   void read_rows(const int64_t* idx, int64_t n, float* dst) const;
-  /// Throws one line naming the file when a checksum fails (reads the bag in
-  /// chunks, releasing each from the process after checking it).
+  /// Throws one line naming the file when a checksum fails (reads the
+  /// features in 64 MiB chunks with pread(), not through the mapping).
   void verify() const;
 
  private:
@@ -61,6 +62,9 @@ class BagReader {
   std::string path_;
   BagInfo info_;
   std::shared_ptr<MappedFile> map_;
+  std::shared_ptr<int> fd_;  // the bag opened for pread (closed with the last copy)
+  uint64_t features_offset_ = 0;
+  void pread_all(void* dst, size_t n, uint64_t offset) const;
   const float* features_ = nullptr;
   const int64_t* coords_ = nullptr;
   uint32_t features_crc_ = 0, coords_crc_ = 0;
