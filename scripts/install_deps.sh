@@ -17,7 +17,8 @@ pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libopenslide-dev libtiff-dev)
 pkgs+=(libopenmpi-dev openmpi-bin)  # data-parallel training over MPI (docs/distributed.md)
 pkgs+=(clang libclang-rt-14-dev libomp-14-dev)  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, OpenMP for clang (fuzz/)
-if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
+# python3-pil: scripts/compare_pytorch_photos.py decodes JPEGs as the reference does (PIL)
+if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch python3-pil); fi
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
