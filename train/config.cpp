@@ -194,8 +194,8 @@ const std::vector<KeySpec>& specs() {
       DBL_KEY(grad_clip), STR_KEY(optimizer), DBL_KEY(momentum), STR_KEY(lr_schedule), INTLIST_KEY(decrease_lr_at),
       DBL_KEY(w_div), DBL_KEY(w_sem), BOOL_KEY(mask_eval), BOOL_KEY(wd_exclude_norm_bias),
       INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
-      INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn),
-      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(eval_split), STR_KEY(method),
+      INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn), BOOL_KEY(sync_batchnorm),
+      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(precision), STR_KEY(eval_split), STR_KEY(method),
       DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib), DBL_KEY(scale), INT_KEY(n_patches),
       DBL_KEY(regularizer_strength), BOOL_KEY(ats_replace), STR_KEY(ats_eval), STR_KEY(ats_features),
   };
@@ -359,6 +359,8 @@ void validate(const Config& c) {
   IPSNET_CHECK(c.dropout >= 0 && c.dropout < 1, "config key 'dropout': expected in [0, 1), got ", c.dropout);
   IPSNET_CHECK(c.mask_p >= 0 && c.mask_p <= 1, "config key 'mask_p': expected in [0, 1], got ", c.mask_p);
   IPSNET_CHECK(c.mask_K >= 0, "config key 'mask_K': expected >= 0, got ", c.mask_K);
+  IPSNET_CHECK(c.precision == "fp32" || c.precision == "bf16", "config key 'precision': expected fp32 or bf16, got '",
+               c.precision, "'");
   IPSNET_CHECK(c.shuffle_style == "batch" || c.shuffle_style == "instance",
                "config key 'shuffle_style': expected batch or instance, got '", c.shuffle_style, "'");
   IPSNET_CHECK(c.enc_type == "resnet18" || c.enc_type == "resnet34" || c.enc_type == "resnet50",

@@ -15,6 +15,7 @@
 
 #include "engine/backend/device_select.h"
 #include "engine/common/files.h"
+#include "engine/dist/comm.h"
 #include "layers/mode_guard.h"
 #include "models/safetensors.h"
 #include "train/metrics.h"
@@ -117,13 +118,43 @@ void Trainer::open_data(bool eval_only) {
 
 void Trainer::setup(bool create_run_dir, bool eval_only) {
   validate(cfg_);
+  // Data-parallel runs (docs/distributed.md): rank 0 alone prints and writes;
+  // every rank must run the same configuration (device and threads may differ).
+  dp_ = std::make_unique<DataParallel>();
+  if (!dp_->writer()) quiet_ = true;
+  if (dp_->active()) {
+    Config same = cfg_;
+    same.device.clear();
+    same.threads = 0;
+    dp_->check_start(cfg_.B, to_yaml(same));
+    // One GPU per rank: a device given without an index is this rank's local GPU.
+    if (cfg_.device == "cuda" || cfg_.device == "auto") {
+      const char* lr = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+      if (!lr) lr = std::getenv("IPSNET_LOCAL_RANK");
+      const int local = lr ? std::atoi(lr) : dp_->rank();
+      const Device probe = resolve_device(cfg_.device);
+      if (probe.is_cuda()) cfg_.device = "cuda:" + std::to_string(local);
+    }
+  }
   if (cfg_.threads > 0) set_num_threads(static_cast<int>(cfg_.threads));
   device_ = resolve_device(cfg_.device);
   IPSNET_CHECK(!cfg_.selection_bf16 || backend_for(device_).supports_bf16_conv(),
                "config key 'selection_bf16': true, but the ", device_.str(),
                " backend has no bfloat16 convolution here (the CPU needs AVX512-BF16; CUDA is not implemented); "
                "set it to false");
+  IPSNET_CHECK(cfg_.precision != "bf16" ||
+                   (backend_for(device_).supports_bf16_conv() && backend_for(device_).supports_bf16_gemm()),
+               "config key 'precision': bf16, but the ", device_.str(),
+               " backend has no bfloat16 convolution and matmul here (the CPU needs AVX512-BF16; CUDA is not "
+               "implemented); set it to fp32");
   open_data(eval_only);
+  if (dp_->active() && cfg_.sync_batchnorm && train_source_) {
+    // Synchronised BatchNorm needs every rank in every training pass: no empty shard.
+    const int64_t last = n_train_ % cfg_.B;
+    IPSNET_CHECK(last == 0 || last >= dp_->size(), "config key 'sync_batchnorm': the last batch of an epoch has ",
+                 last, " images, fewer than the ", dp_->size(),
+                 " ranks, and each rank needs one (choose B or max_train so that it divides the training split)");
+  }
 
   Generator init_gen(derive_seed(cfg_.seed, kInit));
   dropout_gen_ = Generator(derive_seed(cfg_.seed, kDropout));
@@ -152,8 +183,17 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
   schedule_.kind = cfg_.lr_schedule;
   schedule_.steps_per_epoch = steps_per_epoch();
   schedule_.decrease_at = cfg_.decrease_lr_at;
+  // Every rank starts from rank 0's weights; the trained parameters' gradients
+  // are summed over the ranks in 8 MiB buckets while backward runs.
+  dp_->broadcast_module(model());
+  {
+    std::vector<Tensor> trained;
+    for (const Tensor& p : model().parameters())
+      if (p.requires_grad()) trained.push_back(p);
+    dp_->attach(trained, int64_t(8) << 20);
+  }
 
-  if (create_run_dir) {
+  if (create_run_dir && dp_->writer()) {
     // Two checkpoints (last, best) of weights and AdamW moments, plus the
     // temporary of the one being written: refuse when the disk cannot hold them.
     double ckpt = 0;
@@ -195,6 +235,7 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
       throw;
     }
   }
+  if (create_run_dir) run_dir_ = dp_->broadcast_string(run_dir_);
 }
 
 const data::DataSource& Trainer::source(const std::string& split) const {
@@ -230,17 +271,31 @@ double Trainer::train_step(const std::vector<int64_t>& ids) { return train_step(
 
 double Trainer::train_step(std::unique_ptr<Batch> batch) {
   const std::vector<int64_t> ids = batch->ids();
+  // This rank's shard of the global batch (all of it in one process).
+  const int64_t n_local = static_cast<int64_t>(ids.size());
+  const int64_t n_global =
+      dp_->active() ? static_cast<int64_t>(std::llround(dp_->sum(static_cast<double>(n_local)))) : n_local;
+  double lv = 0;
   Generator sel_gen(derive_seed(cfg_.seed, kSelect), static_cast<uint64_t>(step_));
   dropout_gen_.set_state(derive_seed(cfg_.seed, kDropout), 0, static_cast<uint64_t>(step_));
   auto t0 = std::chrono::steady_clock::now();
-  method_->select(*batch, true, sel_gen);
+  // precision: bf16: the selection's and the training pass's convolutions and
+  // matmuls (their backward nodes keep the mode) in bfloat16; the rest float32.
+  PrecisionGuard precision(cfg_.precision == "bf16");
+  if (n_local > 0) method_->select(*batch, true, sel_gen);
   auto t1 = std::chrono::steady_clock::now();
-  std::map<std::string, Tensor> targets = batch_targets(*train_source_, ids, cfg_.tasks);
-  for (auto& kv : targets) kv.second = kv.second.to(device_);
   model().train();
   optim_->zero_grad();
+  if (n_local == 0) {  // a last global batch smaller than the ranks: this one only joins the sums
+    dp_->begin_backward(0, n_global);
+    dp_->end_backward();
+  } else {
+  std::map<std::string, Tensor> targets = batch_targets(*train_source_, ids, cfg_.tasks);
+  for (auto& kv : targets) kv.second = kv.second.to(device_);
+  // sync_batchnorm: the training pass's BatchNorm statistics over every rank's shard.
+  BatchNormSyncGuard bn_sync(dp_->active() && cfg_.sync_batchnorm ? dp_.get() : nullptr);
   MethodOutput out = method_->forward(*batch, targets);
-  const double lv = out.loss.item();
+  lv = out.loss.item();
   if (!std::isfinite(lv)) {
     const std::string last = run_dir_.empty() ? "" : (fs::path(run_dir_) / "checkpoint_last.safetensors").string();
     IPSNET_FAIL("the training loss is ", lv, " at step ", step_ + 1, " (epoch ", epoch_ + 1,
@@ -259,7 +314,10 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
     }
     epoch_images_ += static_cast<int64_t>(ids.size());
   }
+  dp_->begin_backward(n_local, n_global);
   out.loss.backward();
+  dp_->end_backward();
+  }
   std::vector<Tensor> params = model().parameters();
   if (cfg_.grad_clip > 0) clip_grad_norm(params, cfg_.grad_clip);
   optim_->step(schedule_.at(step_));
@@ -267,6 +325,8 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
   auto t2 = std::chrono::steady_clock::now();
   last_select_ms_ = elapsed_ms(t0, t1);
   last_train_ms_ = elapsed_ms(t1, t2);
+  // The global batch's mean loss (each rank's is the mean over its shard).
+  if (dp_->active()) lv = dp_->sum(lv * static_cast<double>(n_local)) / static_cast<double>(std::max<int64_t>(1, n_global));
   return lv;
 }
 
@@ -279,7 +339,8 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
   std::map<std::string, std::vector<Tensor>> probs, targs;
   std::map<std::string, double> loss_sum;
   std::unique_ptr<AtomicFile> csv;
-  if (!predictions_csv.empty()) {
+  const bool rows_wanted = !predictions_csv.empty();  // every rank makes its rows; rank 0 writes them all
+  if (rows_wanted && dp_->writer()) {
     csv = std::make_unique<AtomicFile>(predictions_csv);
     std::string header = "image";
     for (const TaskConfig& t : cfg_.tasks) {
@@ -291,10 +352,21 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
   Progress prog("eval " + split, n, !quiet_);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t s = 0, bi = 0; s < n; s += cfg_.B, ++bi) {
-    std::vector<int64_t> ids;
-    for (int64_t i = s; i < std::min(n, s + cfg_.B); ++i) ids.push_back(i);
+    std::vector<int64_t> all_ids;
+    for (int64_t i = s; i < std::min(n, s + cfg_.B); ++i) all_ids.push_back(i);
+    // Data-parallel: each rank evaluates its shard of the batch.
+    const std::vector<int64_t> ids = dp_->shard(all_ids);
+    if (ids.empty()) {
+      if (rows_wanted) {
+        const std::string rows = dp_->gather_string("");
+        if (csv) *csv << rows;
+      }
+      prog.update(static_cast<int64_t>(all_ids.size()));
+      continue;
+    }
     Generator gen(derive_seed(cfg_.seed, kEvalSelect), static_cast<uint64_t>(bi));
     Batch batch(src, ids, device_, cfg_.eager, cfg_.B_seq);
+    PrecisionGuard precision(cfg_.precision == "bf16");
     method_->select(batch, false, gen);
     std::map<std::string, Tensor> targets = batch_targets(src, ids, cfg_.tasks);
     for (auto& kv : targets) kv.second = kv.second.to(device_);
@@ -305,7 +377,7 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
       targs[t.name].push_back(targets.at(t.name).to(Device::cpu()));
       loss_sum[t.name] += out.losses.at(t.name) * static_cast<double>(ids.size());
     }
-    if (csv) {
+    if (rows_wanted) {
       std::ostringstream rows;
       std::vector<int64_t> iv = out.selected.defined() ? out.selected.to_vector<int64_t>() : std::vector<int64_t>();
       const size_t M = out.selected.defined() ? static_cast<size_t>(out.selected.size(1)) : 0;
@@ -331,17 +403,25 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
         for (size_t j = 0; j < M; ++j) rows << (j ? " " : "") << iv[b * M + j];
         rows << "\n";
       }
-      *csv << rows.str();
+      const std::string all_rows = dp_->gather_string(rows.str());  // in image order: shards are contiguous
+      if (csv) *csv << all_rows;
     }
-    prog.update(static_cast<int64_t>(ids.size()));
+    prog.update(static_cast<int64_t>(all_ids.size()));
   }
   res.images = n;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double msum = 0, lsum = 0;
   for (const TaskConfig& t : cfg_.tasks) {
     TaskResult tr;
-    tr.loss = n ? loss_sum[t.name] / static_cast<double>(n) : 0;
-    tr.metric = n ? compute_metric(t.metric, ops::cat(probs[t.name], 0), ops::cat(targs[t.name], 0)) : 0;
+    // Every rank's predictions (one process: its own).
+    const bool have = !probs[t.name].empty();
+    Tensor p = dp_->gather_cat(have ? ops::cat(probs[t.name], 0) : Tensor::zeros({0, t.n_class}));
+    Tensor y = dp_->gather_cat(have ? ops::cat(targs[t.name], 0)
+                                    : (t.act_fn == "sigmoid" ? Tensor::zeros({0, t.n_class})
+                                                             : Tensor::empty({0}, DType::Int64)));
+    const double ls = dp_->sum(loss_sum[t.name]);
+    tr.loss = n ? ls / static_cast<double>(n) : 0;
+    tr.metric = n ? compute_metric(t.metric, p, y) : 0;
     res.tasks[t.name] = tr;
     msum += tr.metric;
     lsum += tr.loss;
@@ -361,16 +441,25 @@ Attention Trainer::attend(const std::string& split, const std::vector<int64_t>& 
   TrainModeGuard eval_mode(model(), false);
   Generator gen(derive_seed(cfg_.seed, kEvalSelect), 0);
   Batch batch(src, ids, device_, /*eager=*/false, cfg_.B_seq);
+  PrecisionGuard precision(cfg_.precision == "bf16");
   return method_->attend(batch, all_scores, gen);
 }
 
+bool Trainer::should_stop() const {
+  bool stop = interrupt_flag().load() || (stop_at_step_ > 0 && step_ >= stop_at_step_);
+  if (dp_->active()) stop = dp_->sum(stop ? 1.0 : 0.0) > 0;
+  return stop;
+}
+
 void Trainer::log_line(const std::string& line) const {
+  if (!dp_->writer()) return;
   if (!quiet_) std::fprintf(stderr, "%s\n", line.c_str());
   if (!run_dir_.empty()) append_file((fs::path(run_dir_) / "train.log").string(), line + "\n");
 }
 
 void Trainer::write_epoch_metrics(int64_t epoch, const EvalResult& tr, const EvalResult& te, double lr, double seconds,
                                   double peak_mib) const {
+  if (!dp_->writer()) return;
   std::string csv_path = (fs::path(run_dir_) / "metrics.csv").string();
   bool header = !fs::exists(csv_path);
   std::ostringstream csv, js;
@@ -416,7 +505,8 @@ bool Trainer::fit() {
   std::string best = (fs::path(run_dir_) / "checkpoint_best.safetensors").string();
   // A run is resumable from its start: a disk that fills during the first
   // epoch leaves this step-0 checkpoint, not a run without one.
-  if (step_ == 0 && !fs::exists(last)) save_checkpoint(last);
+  // (Rank 0 looks; every rank takes part in the save.)
+  if (dp_->sum(dp_->writer() && step_ == 0 && !fs::exists(last) ? 1.0 : 0.0) > 0) save_checkpoint(last);
   while (epoch_ < cfg_.n_epoch) {
     std::vector<int64_t> order = epoch_order(epoch_);
     train_source_->set_epoch(epoch_);  // the epoch's augmentation (none is prepared ahead across epochs)
@@ -426,9 +516,12 @@ bool Trainer::fit() {
     prog.update(std::min(n_train_, batch_in_epoch_ * cfg_.B));
     double loss_acc = 0;
     int64_t loss_n = 0;
+    // This rank's shard of global batch bi (the whole batch in one process).
     auto batch_ids = [&](int64_t bi) {
-      return std::vector<int64_t>(order.begin() + bi * cfg_.B, order.begin() + std::min(n_train_, (bi + 1) * cfg_.B));
+      return dp_->shard(
+          std::vector<int64_t>(order.begin() + bi * cfg_.B, order.begin() + std::min(n_train_, (bi + 1) * cfg_.B)));
     };
+    auto global_size = [&](int64_t bi) { return std::min(n_train_, (bi + 1) * cfg_.B) - bi * cfg_.B; };
     // The next batch is prepared on a background thread while this one trains.
     std::future<std::unique_ptr<Batch>> next;
     for (int64_t bi = batch_in_epoch_; bi < spe; ++bi) {
@@ -442,15 +535,15 @@ bool Trainer::fit() {
       loss_acc += lv;
       ++loss_n;
       batch_in_epoch_ = bi + 1;
-      prog.update(static_cast<int64_t>(ids.size()), "loss " + fmt(loss_acc / loss_n, 4));
+      prog.update(global_size(bi), "loss " + fmt(loss_acc / loss_n, 4));
       if (cfg_.log_every > 0 && step_ % cfg_.log_every == 0) {
         log_line("step " + std::to_string(step_) + " | loss " + fmt(lv, 4) + " | lr " +
                  fmt(schedule_.at(step_ - 1), 7) + " | " +
                  fmt(ms, 1) + " ms (select " + fmt(last_select_ms_, 0) + ", train " + fmt(last_train_ms_, 0) +
-                 ") | " + fmt(ids.size() * 1000.0 / ms, 1) + " img/s | peak " +
+                 ") | " + fmt(global_size(bi) * 1000.0 / ms, 1) + " img/s | peak " +
                  fmt(memory_stats(device_).peak_allocated_bytes / 1048576.0, 1) + " MiB");
       }
-      if (interrupt_flag().load()) {
+      if (should_stop()) {
         save_checkpoint(last);
         log_line("interrupted: saved " + last + " (resume with `ipsnet train --resume " + run_dir_ + "`)");
         return false;
@@ -485,30 +578,53 @@ bool Trainer::fit() {
     if (improved) best_metric_ = te.mean_metric;
     save_checkpoint(last);
     if (improved) save_checkpoint(best);
-    if (interrupt_flag().load()) return false;
+    dp_->check_in_sync(model(), step_);
+    if (should_stop()) return false;
   }
   return true;
 }
 
+Trainer::EpochTrainState Trainer::epoch_train_state() const {
+  EpochTrainState st;
+  st.images = static_cast<int64_t>(std::llround(dp_->sum(static_cast<double>(epoch_images_))));
+  for (const TaskConfig& t : cfg_.tasks) {
+    auto pi = epoch_probs_.find(t.name);
+    const bool have = pi != epoch_probs_.end() && !pi->second.empty();
+    // A rank without images this epoch sends empty tensors of the right shape.
+    Tensor p = have ? ops::cat(pi->second, 0) : Tensor::zeros({0, t.n_class});
+    Tensor y = have ? ops::cat(epoch_targets_.at(t.name), 0)
+                    : (t.act_fn == "sigmoid" ? Tensor::zeros({0, t.n_class}) : Tensor::empty({0}, DType::Int64));
+    auto li = epoch_loss_sum_.find(t.name);
+    st.probs[t.name] = dp_->gather_cat(p);
+    st.targets[t.name] = dp_->gather_cat(y);
+    st.loss_sum[t.name] = dp_->sum(li == epoch_loss_sum_.end() ? 0.0 : li->second);
+  }
+  return st;
+}
+
 EvalResult Trainer::epoch_train_result() const {
   EvalResult r;
-  if (epoch_images_ == 0) return r;
+  const EpochTrainState st = epoch_train_state();
+  if (st.images == 0) return r;
   double msum = 0, lsum = 0;
   for (const TaskConfig& t : cfg_.tasks) {
     TaskResult tr;
-    tr.loss = epoch_loss_sum_.at(t.name) / static_cast<double>(epoch_images_);
-    tr.metric = compute_metric(t.metric, ops::cat(epoch_probs_.at(t.name), 0), ops::cat(epoch_targets_.at(t.name), 0));
+    tr.loss = st.loss_sum.at(t.name) / static_cast<double>(st.images);
+    tr.metric = compute_metric(t.metric, st.probs.at(t.name), st.targets.at(t.name));
     r.tasks[t.name] = tr;
     msum += tr.metric;
     lsum += tr.loss;
   }
   r.loss = lsum / static_cast<double>(cfg_.tasks.size());
   r.mean_metric = msum / static_cast<double>(cfg_.tasks.size());
-  r.images = epoch_images_;
+  r.images = st.images;
   return r;
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {
+  // Every rank takes part (the partial epoch's metrics of all ranks); rank 0 writes.
+  const EpochTrainState partial = epoch_train_state();
+  if (!dp_->writer()) return;
   TensorDict td = method_->model().state_dict();
   for (const auto& [name, t] : optim_->state()) td.insert("optimizer." + name, t);
   std::map<std::string, std::string> meta;
@@ -524,13 +640,13 @@ void Trainer::save_checkpoint(const std::string& path) const {
   // The partial epoch's train metrics (an interrupt mid-epoch): predictions,
   // targets and loss sums, so the resumed epoch reports what an uninterrupted
   // one would.
-  meta["metrics.images"] = std::to_string(epoch_images_);
-  for (const auto& [task, probs] : epoch_probs_) {
-    if (probs.empty()) continue;
-    td.insert("metrics." + task + ".probs", ops::cat(probs, 0));
-    td.insert("metrics." + task + ".targets", ops::cat(epoch_targets_.at(task), 0));
+  meta["metrics.images"] = std::to_string(partial.images);
+  for (const auto& [task, probs] : partial.probs) {
+    if (probs.size(0) == 0) continue;
+    td.insert("metrics." + task + ".probs", probs);
+    td.insert("metrics." + task + ".targets", partial.targets.at(task));
     std::ostringstream ls;
-    ls << std::setprecision(17) << epoch_loss_sum_.at(task);
+    ls << std::setprecision(17) << partial.loss_sum.at(task);
     meta["metrics." + task + ".loss_sum"] = ls.str();
   }
   safetensors::save(path, td, meta);
@@ -677,7 +793,8 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet,
                                          const std::vector<std::string>& overrides) {
   IPSNET_CHECK(fs::is_directory(run_dir), "--resume: '", run_dir, "' is not a run directory");
   // One process per run: a second `train --resume` stops here in one line.
-  auto lock = std::make_unique<PathLock>(run_dir, "run directory");
+  // (In a data-parallel run rank 0 holds it for all.)
+  auto lock = dist::world().rank() == 0 ? std::make_unique<PathLock>(run_dir, "run directory") : nullptr;
   std::string ckpt = (fs::path(run_dir) / "checkpoint_last.safetensors").string();
   IPSNET_CHECK(fs::exists(ckpt), "--resume: '", run_dir, "' has no checkpoint_last.safetensors");
   safetensors::File f = safetensors::load(ckpt);
@@ -695,7 +812,14 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, bool quiet,
   t->run_dir_ = run_dir;
   t->run_lock_ = std::move(lock);
   t->load_checkpoint(ckpt, true);
-  t->truncate_metrics();
+  if (t->dp_->writer()) {
+    t->truncate_metrics();
+  } else {  // the partial epoch's metrics of all ranks were saved in the checkpoint: rank 0 keeps them
+    t->epoch_probs_.clear();
+    t->epoch_targets_.clear();
+    t->epoch_loss_sum_.clear();
+    t->epoch_images_ = 0;
+  }
   return t;
 }
 
