@@ -217,6 +217,24 @@ int64_t export_bags_h5(const std::string& bags_dir, const std::string& layout, c
   return static_cast<int64_t>(rows.size());
 }
 
+void write_clam_coords(const std::string& path, const int64_t* coords, int64_t n, int64_t patch_level,
+                       int64_t patch_size) {
+  quiet_hdf5();
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  try {
+    H5 f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    IPSNET_CHECK(f.ok(), "HDF5 cannot create '", tmp, "'");
+    write_dataset(f.get(), "coords", H5T_STD_I64LE, H5T_NATIVE_INT64, coords, static_cast<hsize_t>(n), 2, path);
+    H5 ds(H5Dopen2(f.get(), "coords", H5P_DEFAULT), H5Dclose);
+    write_attr(ds.get(), "patch_level", patch_level, path);
+    write_attr(ds.get(), "patch_size", patch_size, path);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  fs::rename(tmp, path);
+}
+
 int64_t import_bags_h5(const std::string& in, const std::string& layout, const std::string& labels_csv,
                        const std::string& split, const std::string& out, bool force) {
   IPSNET_CHECK(layout == "ips" || layout == "clam", "layout '", layout, "' is not one of ips, clam");
@@ -301,6 +319,9 @@ int64_t import_bags_h5(const std::string& in, const std::string& layout, const s
 #else
 
 bool have_hdf5() { return false; }
+void write_clam_coords(const std::string&, const int64_t*, int64_t, int64_t, int64_t) {
+  IPSNET_FAIL("this ipsnet was built without HDF5 (IPSNET_HDF5; apt-get install libhdf5-dev and reconfigure)");
+}
 int64_t export_bags_h5(const std::string&, const std::string&, const std::string&, bool) {
   IPSNET_FAIL("this ipsnet was built without HDF5 (IPSNET_HDF5; apt-get install libhdf5-dev and reconfigure)");
 }

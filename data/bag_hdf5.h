@@ -11,6 +11,7 @@
 //
 // Bags are ipsnet's own (data/bag_file.h, a directory with bags.csv).
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace ipsnet {
@@ -31,6 +32,12 @@ int64_t export_bags_h5(const std::string& bags_dir, const std::string& layout, c
 /// shape mismatch or a file HDF5 cannot read.
 int64_t import_bags_h5(const std::string& in, const std::string& layout, const std::string& labels_csv,
                        const std::string& split, const std::string& out, bool force);
+
+/// Writes CLAM's coordinates file for one slide: the dataset `coords` (n x 2
+/// int64, level-0 x, y) with the attributes `patch_level` and `patch_size`
+/// (written under a temporary name, renamed into place).
+void write_clam_coords(const std::string& path, const int64_t* coords, int64_t n, int64_t patch_level,
+                       int64_t patch_size);
 
 }  // namespace data
 }  // namespace ipsnet

@@ -8,6 +8,7 @@
 
 #include "data/bag_file.h"
 #include "data/bag_hdf5.h"
+#include "data/wsi_slide.h"
 #include "engine/common/error.h"
 #include "wsi_test_util.h"
 
@@ -105,4 +106,29 @@ TEST(WsiHdf5, BadFilesAreOneLine) {
   expect_error("export --layout zarr " + (d / "bags") + " " + (d / "x"), "expected ips or clam");
   expect_error("export " + (d / "bags") + " " + (d / "ips.h5"), "already exists");
   EXPECT_FALSE(fs::exists(d / "x"));
+}
+
+TEST(WsiHdf5, ClamCoordinatesFiles) {
+  if (!have_hdf5()) GTEST_SKIP() << "built without HDF5 (IPSNET_HDF5): HDF5 tests skipped";
+  WsiTempDir d;
+  make_bags(d / "bags");
+  std::string out;
+  ASSERT_EQ(run_ipsnet("bags-h5 export --layout clam " + (d / "bags") + " " + (d / "clam"), &out), 0) << out;
+  // A coordinates file written by write_clam_coords is read back by the CLAM import.
+  const std::vector<int64_t> xy = {0, 0, 512, 0, 1024, 0, 0, 512, 512, 512, 1024, 512, 0, 1024};
+  write_clam_coords(d / "clam/patches/slide_2.h5", xy.data(), 7, 3, 64);
+  std::ofstream(d / "l.csv") << "slide_0,0\nslide_1,1\nslide_2,1\n";
+  ASSERT_EQ(run_ipsnet("bags-h5 import --layout clam --labels " + (d / "l.csv") + " " + (d / "clam") + " " +
+                       (d / "back"), &out), 0) << out;
+  auto b = BagReader::open(d / "back/bags/slide_2.bag");
+  EXPECT_EQ(b.info().level, 3);
+  EXPECT_EQ(b.info().read_size, 64);
+  if (!have_openslide()) GTEST_SKIP() << "built without OpenSlide: wsi-tiles --clam-coords not tested";
+  // wsi-tiles --clam-coords: one coordinates file per slide with tiles.
+  ASSERT_EQ(run_ipsnet("generate-slides --quiet --size 512 --levels 3 --n-normal 1 --n-tumor 1 --n-test-normal 0 "
+                       "--n-test-tumor 0 " + (d / "cam"), &out), 0) << out;
+  ASSERT_EQ(run_ipsnet("wsi-tiles --quiet --clam-coords --tile-size 64 " + (d / "cam") + " " + (d / "tiles"), &out),
+            0) << out;
+  EXPECT_TRUE(fs::exists(d / "tiles/patches/normal_001.h5"));
+  EXPECT_TRUE(fs::exists(d / "tiles/patches/tumor_001.h5"));
 }
