@@ -7,6 +7,7 @@
 #include "apps/args.h"
 #include "apps/command.h"
 #include "engine/common/files.h"
+#include "engine/dist/comm.h"
 #include "engine/memory/allocator.h"
 #include "train/trainer.h"
 
@@ -27,6 +28,8 @@ int run_train(const std::vector<std::string>& args) {
   p.add_option("resume", "", "continue the run in this run directory from its last checkpoint (with its saved "
                              "configuration; --threads, --device and --set of threads, device, log_every, prefetch "
                              "may change how it runs)");
+  p.add_option("stop-after", "", "save a resumable checkpoint and stop after this many optimizer steps of this "
+                                 "run (a scheduler's time limit; exit 0)");
   p.add_flag("quiet", "no progress bars");
   p.set_epilog(
       "The effective configuration is printed at start and saved as RUN_DIR/config.yaml; metrics go to\n"
@@ -54,7 +57,8 @@ int run_train(const std::vector<std::string>& args) {
     if (p.is_set("device")) overrides.push_back("device=" + p.get_string("device"));
     overrides.insert(overrides.end(), sets.begin(), sets.end());
     trainer = train::Trainer::resume(p.get_string("resume"), p.get_flag("quiet"), overrides);
-    std::fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", trainer->run_dir().c_str(),
+    if (trainer->data_parallel().writer())
+      std::fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", trainer->run_dir().c_str(),
                  static_cast<long long>(trainer->epoch()), static_cast<long long>(trainer->global_step()));
   } else {
     train::Config cfg = p.is_set("config") ? train::load_config(p.get_string("config")) : train::parse_config("", "defaults");
@@ -64,17 +68,26 @@ int run_train(const std::vector<std::string>& args) {
     if (p.is_set("threads")) train::apply_override(cfg, "threads=" + p.get_string("threads"));
     for (const std::string& one : sets) train::apply_override(cfg, one);
     train::validate(cfg);
-    if (!p.get_flag("quiet")) std::fprintf(stderr, "effective configuration:\n%s", train::to_table(cfg).c_str());
+    if (!p.get_flag("quiet") && dist::world().rank() == 0)  // a data-parallel run prints once
+      std::fprintf(stderr, "effective configuration:\n%s", train::to_table(cfg).c_str());
     trainer = std::make_unique<train::Trainer>(cfg, p.get_flag("quiet"));
   }
+  if (p.is_set("stop-after")) trainer->stop_after(p.get_int64("stop-after", 1, int64_t(1) << 50));
   bool done = trainer->fit();
+  if (!done && trainer->stopped_as_asked() && g_signal.load() == 0) {
+    if (trainer->data_parallel().writer())
+      std::fprintf(stderr, "ipsnet train: stopped after step %lld as asked (--stop-after); resume with `ipsnet train "
+                           "--resume %s`\n",
+                   static_cast<long long>(trainer->global_step()), trainer->run_dir().c_str());
+    return 0;
+  }
   if (!done) {
     const int sig = g_signal.load();
     std::fprintf(stderr, "ipsnet train: %s; resume with `ipsnet train --resume %s`\n",
                  sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted", trainer->run_dir().c_str());
     return 128 + (sig ? sig : SIGINT);
   }
-  std::printf("%s\n", trainer->run_dir().c_str());
+  if (trainer->data_parallel().writer()) std::printf("%s\n", trainer->run_dir().c_str());
   return 0;
 }
 

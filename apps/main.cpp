@@ -11,6 +11,7 @@
 #include "apps/command.h"
 #include "engine/common/error.h"
 #include "engine/common/files.h"
+#include "engine/dist/comm.h"
 
 namespace ipsnet {
 namespace app {
@@ -66,16 +67,36 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // The ranks of a data-parallel run, from the launcher (mpirun, or the file
+  // rendezvous); a world of one otherwise (engine/dist/comm.h).
+  try {
+    ipsnet::dist::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ipsnet %s: error: %s\n", name.c_str(), e.what());
+    return 2;
+  }
+  ipsnet::dist::Comm& world = ipsnet::dist::world();
+  // An error on one rank stops them all (the others would wait for it).
+  auto fail = [&](const char* what) {
+    const std::string line = "ipsnet " + name + ": error: " + ipsnet::dist::rank_prefix() + what;
+    if (world.size() > 1) world.abort(line, 2);
+    std::fprintf(stderr, "%s\n", line.c_str());
+    return 2;
+  };
+  if (world.size() > 1 && name != "train")
+    return fail(("runs as one process; only `ipsnet train` runs on several ranks (this one was started as rank " +
+                 std::to_string(world.rank()) + " of " + std::to_string(world.size()) + ")")
+                    .c_str());
   for (const auto& c : command_table()) {
     if (c.name != name) continue;
     try {
-      return c.run(args);
+      const int rc = c.run(args);
+      ipsnet::dist::finalize();
+      return rc;
     } catch (const ipsnet::Error& e) {
-      std::fprintf(stderr, "ipsnet %s: error: %s\n", name.c_str(), e.what());
-      return 2;
+      return fail(e.what());
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipsnet %s: error: %s\n", name.c_str(), e.what());
-      return 2;
+      return fail(e.what());
     }
   }
   std::fprintf(stderr, "ipsnet: unknown command '%s' (run `ipsnet --help` for the list)\n", name.c_str());

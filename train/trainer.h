@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "train/batch.h"
 #include "train/config.h"
+#include "train/data_parallel.h"
 #include "train/method.h"
 
 namespace ipsnet {
@@ -86,8 +87,17 @@ class Trainer {
   Attention attend(const std::string& split, const std::vector<int64_t>& ids, bool all_scores);
   /// The training images of an epoch in visiting order (seeded by epoch).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
-  /// Saves a checkpoint with optimizer state, epoch and position.
+  /// Saves a checkpoint with optimizer state, epoch and position. In a
+  /// data-parallel run every rank calls it (the partial epoch's metrics are
+  /// gathered) and rank 0 writes.
   void save_checkpoint(const std::string& path) const;
+  /// fit() saves a checkpoint and returns false after `steps` more optimizer
+  /// steps (train --stop-after: runs cut to a scheduler's time limit).
+  void stop_after(int64_t steps) { stop_at_step_ = step_ + steps; }
+  /// True when fit() stopped because of stop_after (not a signal).
+  bool stopped_as_asked() const { return stop_at_step_ > 0 && step_ >= stop_at_step_; }
+  /// The ranks of a data-parallel run (one process: a world of one).
+  const DataParallel& data_parallel() const { return *dp_; }
 
   const Config& config() const { return cfg_; }
   Method& method() { return *method_; }
@@ -119,6 +129,16 @@ class Trainer {
   void write_epoch_metrics(int64_t epoch, const EvalResult& train, const EvalResult& test, double lr,
                            double seconds, double peak_mib) const;
   EvalResult epoch_train_result() const;
+  /// The current epoch's train predictions, targets and loss sums of every
+  /// rank (collective in a data-parallel run; one process: its own).
+  struct EpochTrainState {
+    std::map<std::string, Tensor> probs, targets;
+    std::map<std::string, double> loss_sum;
+    int64_t images = 0;
+  };
+  EpochTrainState epoch_train_state() const;
+  /// Whether to stop now (a signal on any rank, or stop_after): agreed by all ranks.
+  bool should_stop() const;
   int64_t steps_per_epoch() const;
 
   Config cfg_;
@@ -143,6 +163,8 @@ class Trainer {
   int64_t epoch_images_ = 0;
   std::unique_ptr<PathLock> run_lock_;  // held while this process trains in run_dir_
   std::vector<std::pair<EvalResult, EvalResult>> history_;
+  std::unique_ptr<DataParallel> dp_;  // made first in setup()
+  int64_t stop_at_step_ = 0;          // 0: no planned stop
 };
 
 }  // namespace train
