@@ -5,6 +5,7 @@
 #include "data/bag_source.h"
 #include "data/canvas_source.h"
 #include "data/photo_source.h"
+#include "data/slide_source.h"
 #include "data/source.h"
 #include "engine/common/error.h"
 
@@ -17,6 +18,8 @@ const std::vector<SourceKind>& source_kinds() {
        &CanvasSource::open},
       {"photos", "compressed photographs (`ipsnet import-images`)", &PhotoSource::detect, &PhotoSource::open},
       {"bags", "feature bags of whole-slide images (`ipsnet extract-features`)", &BagSource::detect, &BagSource::open},
+      {"slides", "tissue tiles read from whole-slide images through OpenSlide (`ipsnet wsi-tiles`)", &SlideSource::detect,
+       &SlideSource::open},
   };
   return kKinds;
 }
