@@ -5,6 +5,7 @@
 //   OUT/slides.csv            name,split,label,tiles,slide
 //   OUT/tiles/NAME.tiles      ipsnet's tile file (level-0 coordinates, read level and size)
 //   OUT/thumbnails/NAME.png   the mask level's image, kept tiles outlined
+//   OUT/patches/NAME.h5       with --clam-coords: CLAM's coordinates file
 //
 // OUT is built under a temporary name and renamed into place when every
 // slide is done.
@@ -17,6 +18,7 @@
 
 #include "apps/args.h"
 #include "apps/command.h"
+#include "data/bag_hdf5.h"
 #include "data/png_writer.h"
 #include "data/wsi_slide.h"
 #include "data/wsi_tiles.h"
@@ -44,6 +46,8 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
   p.add_option("mask-level", "-1", "level of the foreground mask (-1: the coarsest with downsample <= 32)");
   p.add_option("min-foreground", "0.01", "fraction of a tile's pixels that must be foreground");
   p.add_option("thumbnail-size", "1024", "larger side of the thumbnails in pixels");
+  p.add_flag("clam-coords", "also write CLAM's coordinates files OUT/patches/NAME.h5 (coords, patch_level, "
+             "patch_size; needs HDF5)");
   p.add_flag("force", "replace an existing output directory");
   p.add_flag("quiet", "no line per slide");
   p.set_epilog(
@@ -70,6 +74,9 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
   IPSNET_CHECK(data::have_openslide(), "this ipsnet was built without OpenSlide (IPSNET_OPENSLIDE; apt-get install "
                "libopenslide-dev libtiff-dev and reconfigure)");
 
+  const bool clam = p.get_flag("clam-coords");
+  IPSNET_CHECK(!clam || data::have_hdf5(), "--clam-coords: this ipsnet was built without HDF5 (IPSNET_HDF5; "
+               "apt-get install libhdf5-dev and reconfigure)");
   auto slides = data::find_slides(p.positional(0), p.get_string("labels"), p.get_string("annotations"));
   std::set<std::string> names;
   for (const auto& s : slides)
@@ -79,6 +86,7 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
   TempDirectory td(p.positional(1), p.get_flag("force"));
   std::filesystem::create_directories(td.path() + "/tiles");
   std::filesystem::create_directories(td.path() + "/thumbnails");
+  if (clam) std::filesystem::create_directories(td.path() + "/patches");
   std::string csv = "name,split,label,tiles,slide\n";
   int64_t kept_slides = 0, skipped = 0, total_tiles = 0;
   for (size_t k = 0; k < slides.size(); ++k) {
@@ -99,6 +107,13 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
       continue;
     }
     data::write_tiles_file(td.path() + "/tiles/" + e.name + ".tiles", t);
+    if (clam) {
+      // CLAM's patch_size is the tile side at its patch_level.
+      std::vector<int64_t> xy(t.tiles.size() * 2);
+      for (size_t i = 0; i < t.tiles.size(); ++i) xy[2 * i] = t.tiles[i].x, xy[2 * i + 1] = t.tiles[i].y;
+      data::write_clam_coords(td.path() + "/patches/" + e.name + ".h5", xy.data(),
+                              static_cast<int64_t>(t.tiles.size()), t.level, t.read_size);
+    }
     int64_t tw = 0, th = 0;
     auto img = data::tile_thumbnail(mask_rgb, mw, mh, slide->downsample(t.mask_level), t, polys, thumb, &tw, &th);
     data::write_png(td.path() + "/thumbnails/" + e.name + ".png", tw, th, 3, img);

@@ -50,8 +50,16 @@ void BM_SelectionForward(benchmark::State& st) {
       benchmark::Counter(encoder_gflop_per_patch() * n * st.iterations(), benchmark::Counter::kIsRate);
 }
 
+// Arg 1: precision bf16 (convolutions forward and backward in bfloat16 with
+// float32 accumulation, PrecisionGuard; skipped where unsupported).
 void BM_TrainingPass(benchmark::State& st) {
   const int64_t n = st.range(0);
+  const bool bf16 = st.range(1) != 0;
+  if (bf16 && !backend_for(Device::cpu()).supports_bf16_conv()) {
+    st.SkipWithError("no bfloat16 convolution on this CPU (needs AVX512-BF16)");
+    return;
+  }
+  PrecisionGuard precision(bf16);
   Generator g(0);
   ResNet net(ResNetOptions().depth(18).in_channels(1).n_res_blocks(2), g);
   net.train();
@@ -70,7 +78,7 @@ void BM_TrainingPass(benchmark::State& st) {
 }
 
 BENCHMARK(BM_SelectionForward)->Args({1600, 0, 0})->Args({1600, 1, 0})->Args({1600, 0, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
-BENCHMARK(BM_TrainingPass)->Arg(1600)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_TrainingPass)->Args({1600, 0})->Args({1600, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace
 

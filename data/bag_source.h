@@ -5,9 +5,10 @@
 // selects the rows.
 //
 // No pixels (`is_image: false`): an instance is one row of F features.
-// Bags are memory-mapped and read_instances copies only the rows asked for,
-// so host memory does not grow with N beyond the pages the kernel maps in
-// (file-backed, reclaimable). Labels: one binary task, `metastases`
+// Bags are opened lazily (header through a read-only mapping) and
+// read_instances reads only the rows asked for (pread for rows of a page or
+// more, BagReader::read_rows), so host memory does not grow with N. Labels:
+// one binary task, `metastases`
 // (CAMELYON16's, as the reference config names it), a sigmoid target with
 // one output: class 0 set for a positive slide, none for a negative one.
 #pragma once

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 
 #include "data/binary_file.h"
@@ -355,6 +356,34 @@ void DatasetReader::verify(int64_t i) const {
   uint64_t off = get<uint64_t>(e, 0), bytes = get<uint64_t>(e, 8);
   uint32_t crc = crc32_of(data_map_->ptr + off, bytes);
   IPSNET_CHECK(crc == get<uint32_t>(e, 16), "'", path_, "': image ", i, " fails its checksum (corrupt file)");
+  // The checksum guards against chance; the structure is checked too, so that
+  // a record written wrong (or on purpose) is one error, not a read out of
+  // bounds: row counts that sum to nnz, group offsets that agree with them,
+  // columns inside the canvas and ascending within a row, finite values.
+  for (bool low : {false, true}) {
+    if (low && !has_lowres()) continue;
+    const View v = raw_view(i, low);
+    const char* which = low ? "low-resolution view" : "image";
+    int64_t acc = 0;
+    for (int64_t r = 0; r < v.height; ++r) {
+      if (r % kRowGroup == 0)
+        IPSNET_CHECK(v.group_off[r / kRowGroup] == acc, "'", path_, "': ", which, " ", i, " has a row-group offset of ",
+                     v.group_off[r / kRowGroup], " at row ", r, ", expected ", acc, " (corrupt record)");
+      const int64_t n = v.row_counts[r];
+      IPSNET_CHECK(acc + n <= v.nnz, "'", path_, "': ", which, " ", i, " has more nonzeros in its rows than its ",
+                   v.nnz, " (corrupt record)");
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t c = v.cols[acc + j];
+        IPSNET_CHECK(c < v.width && (j == 0 || c > v.cols[acc + j - 1]), "'", path_, "': ", which, " ", i, " row ", r,
+                     " has column ", c, " out of order or outside the width ", v.width, " (corrupt record)");
+        IPSNET_CHECK(std::isfinite(v.vals[acc + j]), "'", path_, "': ", which, " ", i, " holds a non-finite value",
+                     " (corrupt record)");
+      }
+      acc += n;
+    }
+    IPSNET_CHECK(acc == v.nnz && v.group_off[groups_of(v.height)] == acc, "'", path_, "': ", which, " ", i,
+                 " row counts sum to ", acc, ", expected ", v.nnz, " (corrupt record)");
+  }
   (*verified_)[i].store(1, std::memory_order_release);
 }
 
@@ -365,6 +394,10 @@ void DatasetReader::verify_all() const {
 DatasetReader::View DatasetReader::view(int64_t i, bool lowres) const {
   check_index(i);
   if (!(*verified_)[i].load(std::memory_order_acquire)) verify(i);
+  return raw_view(i, lowres);
+}
+
+DatasetReader::View DatasetReader::raw_view(int64_t i, bool lowres) const {
   const uint8_t* e = entry(i);
   const uint8_t* p = data_map_->ptr + get<uint64_t>(e, 0);
   View v;

@@ -150,7 +150,8 @@ class DatasetReader {
     const uint16_t* cols;
     int64_t height, width, nnz;
   };
-  View view(int64_t i, bool lowres) const;
+  View view(int64_t i, bool lowres) const;  // verified first (CRC and structure)
+  View raw_view(int64_t i, bool lowres) const;
   const uint8_t* entry(int64_t i) const;
   void check_index(int64_t i) const;
 

@@ -122,7 +122,7 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
   std::string dims = h.substr(o + 1, c - o - 1);
   std::stringstream ss(dims);
   std::string tok;
-  uint64_t numel = 1;
+  uint64_t numel = 1, nonzero = 1;
   bool overflow = false;
   while (std::getline(ss, tok, ',')) {
     if (tok.find_first_not_of(' ') == std::string::npos) continue;
@@ -133,8 +133,13 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
     IPSNET_CHECK(end && *end == '\0' && errno == 0 && d >= 0, "'", path, "': shape entry '", tok,
                  "' is not a non-negative integer");
     a.shape.push_back(d);
-    if (d != 0 && numel > UINT64_MAX / static_cast<uint64_t>(d)) overflow = true;
-    numel *= static_cast<uint64_t>(d);
+    // Bounded as int64 (NpyArray::numel), zero dimensions aside: a product of
+    // the others beyond it is refused even when a zero makes the array empty.
+    if (d != 0) {
+      if (nonzero > static_cast<uint64_t>(INT64_MAX) / static_cast<uint64_t>(d)) overflow = true;
+      else nonzero *= static_cast<uint64_t>(d);
+    }
+    numel = d == 0 ? 0 : numel * static_cast<uint64_t>(d);
   }
   const size_t data_bytes = all.size() - start - hlen;
   IPSNET_CHECK(!overflow && numel <= data_bytes / isz && numel * isz == data_bytes, "'", path, "' holds ", data_bytes,

@@ -338,6 +338,8 @@ File deserialize(const std::string& bytes, const std::string& what) {
     e.begin = static_cast<uint64_t>(off->arr[0].i);
     e.end = static_cast<uint64_t>(off->arr[1].i);
     if (e.end < e.begin) fail(str_cat("tensor '", name, "': data_offsets [", e.begin, ", ", e.end, "] are reversed"));
+    if (numel > std::numeric_limits<uint64_t>::max() / dtype_size(e.dtype))
+      fail(str_cat("tensor '", name, "': shape overflows"));
     uint64_t need = numel * dtype_size(e.dtype);
     if (e.end - e.begin != need)
       fail(str_cat("tensor '", name, "': data_offsets [", e.begin, ", ", e.end, "] span ", e.end - e.begin,

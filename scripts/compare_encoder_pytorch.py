@@ -52,6 +52,23 @@ def main():
 
     t_trn = bench(trn)
     torch_sel, torch_trn = 1600 / t_sel, 1600 / t_trn
+
+    # PyTorch's CPU autocast to bfloat16 (what a user of a bf16-capable CPU
+    # would turn on): convolutions and matmuls in bf16, the rest float32.
+    def sel_bf16():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x)
+
+    def trn_bf16():
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+        (y.float() * r).sum().backward()
+
+    net.eval()
+    torch_sel_bf16 = 1600 / bench(sel_bf16)
+    net.train()
+    torch_trn_bf16 = 1600 / bench(trn_bf16)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     out = subprocess.run([os.path.join(a.build, "benchmarks", "bench_encoder"), "--benchmark_format=json"],
                          env=env, check=True, capture_output=True, text=True).stdout
@@ -59,7 +76,8 @@ def main():
     res = {"/".join(p for p in b["name"].split("/") if not p.startswith("min_time")): b
            for b in json.loads(out)["benchmarks"]}
     res["BM_SelectionForward"] = res["BM_SelectionForward/1600/0/0"]
-    res["BM_TrainingPass"] = res["BM_TrainingPass/1600"]
+    res["BM_TrainingPass"] = res["BM_TrainingPass/1600/0"]
+    trn_bf16 = res.get("BM_TrainingPass/1600/1", {}).get("patches/s")
     folded = res["BM_SelectionForward/1600/1/0"]["patches/s"]
     bf16 = res.get("BM_SelectionForward/1600/0/1", {}).get("patches/s")
     ips_sel = res["BM_SelectionForward"]["patches/s"]
@@ -76,6 +94,15 @@ def main():
         print("selection forward, bfloat16 convs: skipped (no AVX512-BF16 on this CPU)")
     print(f"training pass (train, fwd+bwd):    ipsnet {ips_trn:8.1f} patches/s ({res['BM_TrainingPass']['GFLOP/s']:.1f} GFLOP/s)"
           f"  torch {torch_trn:8.1f}  ratio {ips_trn / torch_trn:.2f}x (target >= 1.0x)")
+    if bf16:
+        print(f"selection forward, bf16 vs torch autocast bf16: ipsnet {bf16:8.1f}  torch {torch_sel_bf16:8.1f}"
+              f"  ratio {bf16 / torch_sel_bf16:.2f}x")
+    if trn_bf16:
+        print(f"training pass, precision bf16 vs torch autocast bf16: ipsnet {trn_bf16:8.1f}  torch {torch_trn_bf16:8.1f}"
+              f"  ratio {trn_bf16 / torch_trn_bf16:.2f}x (ipsnet bf16 / fp32 {trn_bf16 / ips_trn:.2f}x,"
+              f" torch bf16 / fp32 {torch_trn_bf16 / torch_trn:.2f}x)")
+    else:
+        print(f"training pass, bf16: ipsnet skipped (no AVX512-BF16); torch autocast bf16 {torch_trn_bf16:8.1f} patches/s")
 
 
 if __name__ == "__main__":

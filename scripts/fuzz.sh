@@ -18,7 +18,8 @@ SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 LAUNCHER=()
 command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 CC=clang CXX=clang++ cmake -G Ninja -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSNET_CUDA=OFF \
-  -DIPSNET_FUZZ=ON -DIPSNET_BUILD_TESTS=OFF -DIPSNET_BUILD_BENCHMARKS=OFF -DIPSNET_JPEG=OFF \
+  -DIPSNET_FUZZ=ON -DIPSNET_BUILD_TESTS=OFF -DIPSNET_BUILD_BENCHMARKS=OFF -DIPSNET_JPEG=OFF -DIPSNET_OPENSLIDE=OFF \
+  -DIPSNET_MPI=OFF \
   -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" "${LAUNCHER[@]}" >/dev/null
 ninja -C "$BUILD" -j"${JOBS:-2}" $(printf 'fuzz_%s ' "${HARNESSES[@]}")
 mkdir -p "$BUILD/artifacts"

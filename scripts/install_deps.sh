@@ -14,10 +14,11 @@ pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libopenblas-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libyaml-cpp-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libpng-dev libjpeg62-turbo-dev zlib1g-dev python3 python3-numpy
-      libopenslide-dev libtiff-dev)
+      libopenslide-dev libtiff-dev libhdf5-dev)
 pkgs+=(libopenmpi-dev openmpi-bin)  # data-parallel training over MPI (docs/distributed.md)
 pkgs+=(clang libclang-rt-14-dev libomp-14-dev)  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, OpenMP for clang (fuzz/)
-if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
+# python3-pil: scripts/compare_pytorch_photos.py decodes JPEGs as the reference does (PIL)
+if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch python3-pil); fi
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()

@@ -65,15 +65,22 @@ int64_t as_int(const YAML::Node& n, const std::string& key) {
 }
 
 double as_double(const YAML::Node& n, const std::string& key) {
+  bool finite = true;
   try {
     if (!n.IsScalar()) throw std::invalid_argument("");
     std::string s = n.Scalar();
+    std::string low = s;
+    std::transform(low.begin(), low.end(), low.begin(), ::tolower);
+    finite = !(low == ".inf" || low == "+.inf" || low == "-.inf" || low == ".nan");  // YAML's spellings
+    if (!finite) throw std::invalid_argument("");
     size_t pos = 0;
     double v = std::stod(s, &pos);
-    if (pos != s.size() || !std::isfinite(v)) throw std::invalid_argument("");
+    if (pos != s.size()) throw std::invalid_argument("");
+    finite = std::isfinite(v);
+    if (!finite) throw std::invalid_argument("");
     return v;
   } catch (...) {
-    IPSNET_FAIL("config key '", key, "': expected a finite number, got ", node_text(n));
+    IPSNET_FAIL("config key '", key, "': expected a ", finite ? "" : "finite ", "number, got ", node_text(n));
   }
 }
 
@@ -136,7 +143,9 @@ std::vector<TaskConfig> parse_tasks(const YAML::Node& n, const Config& cfg) {
     tc.id = next_id++;
     tc.n_class = cfg.n_class;
     for (auto it = t.begin(); it != t.end(); ++it) {
-      std::string k = it->first.as<std::string>();
+      IPSNET_CHECK(it->first.IsScalar(), "config key 'tasks.", label, "': a key must be a name, got ",
+                   node_text(it->first));
+      std::string k = it->first.Scalar();
       std::string path = "tasks." + label + "." + k;
       if (k == "name") tc.name = as_string(it->second, path);
       else if (k == "id") tc.id = as_int(it->second, path);
@@ -150,7 +159,10 @@ std::vector<TaskConfig> parse_tasks(const YAML::Node& n, const Config& cfg) {
     out.push_back(tc);
   };
   if (n.IsMap()) {
-    for (auto it = n.begin(); it != n.end(); ++it) one(it->second, it->first.as<std::string>());
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      IPSNET_CHECK(it->first.IsScalar(), "config key 'tasks': a task's key must be a name, got ", node_text(it->first));
+      one(it->second, it->first.Scalar());
+    }
   } else {
     for (size_t i = 0; i < n.size(); ++i) one(n[i], std::to_string(i));
   }
@@ -183,7 +195,7 @@ const std::vector<KeySpec>& specs() {
       DBL_KEY(w_div), DBL_KEY(w_sem), BOOL_KEY(mask_eval), BOOL_KEY(wd_exclude_norm_bias),
       INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
       INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn), BOOL_KEY(sync_batchnorm),
-      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(eval_split), STR_KEY(method),
+      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(precision), STR_KEY(eval_split), STR_KEY(method),
       DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib), DBL_KEY(scale), INT_KEY(n_patches),
       DBL_KEY(regularizer_strength), BOOL_KEY(ats_replace), STR_KEY(ats_eval), STR_KEY(ats_features),
   };
@@ -240,12 +252,21 @@ Config parse_config(const std::string& text, const std::string& source) {
     return cfg;
   }
   IPSNET_CHECK(root.IsMap(), source, ": expected a YAML map of keys at the top level");
-  // n_class first: tasks default their class count to it.
-  if (root["n_class"]) apply_node(cfg, "n_class", root["n_class"]);
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string key = it->first.as<std::string>();
-    if (key == "n_class") continue;
-    apply_node(cfg, key, it->second);
+  // Every error names the file: a key's own check, or yaml-cpp's (a key that
+  // is not a string, a bad conversion).
+  try {
+    // n_class first: tasks default their class count to it.
+    if (root["n_class"]) apply_node(cfg, "n_class", root["n_class"]);
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      IPSNET_CHECK(it->first.IsScalar(), "a top-level key must be a name, got ", node_text(it->first));
+      std::string key = it->first.Scalar();
+      if (key == "n_class") continue;
+      apply_node(cfg, key, it->second);
+    }
+  } catch (const YAML::Exception& e) {
+    IPSNET_FAIL(source, ": ", e.what());
+  } catch (const Error& e) {
+    throw Error(source + ": " + e.what());
   }
   if (cfg.tasks.empty()) {
     // An explicit empty list is an error, not a request for the defaults.
@@ -260,7 +281,7 @@ Config parse_config(const std::string& text, const std::string& source) {
 Config load_config(const std::string& path) {
   std::error_code ec;
   IPSNET_CHECK(!std::filesystem::is_directory(path, ec), "config file '", path, "' is a directory, not a YAML file");
-  IPSNET_CHECK(std::filesystem::exists(path, ec), "config file '", path, "' does not exist");
+  IPSNET_CHECK(std::filesystem::exists(path, ec), "config file '", path, "' cannot be read: it does not exist");
   std::ifstream f(path);
   IPSNET_CHECK(f.good(), "config file '", path, "' cannot be read (no permission?)");
   std::stringstream ss;
@@ -338,6 +359,8 @@ void validate(const Config& c) {
   IPSNET_CHECK(c.dropout >= 0 && c.dropout < 1, "config key 'dropout': expected in [0, 1), got ", c.dropout);
   IPSNET_CHECK(c.mask_p >= 0 && c.mask_p <= 1, "config key 'mask_p': expected in [0, 1], got ", c.mask_p);
   IPSNET_CHECK(c.mask_K >= 0, "config key 'mask_K': expected >= 0, got ", c.mask_K);
+  IPSNET_CHECK(c.precision == "fp32" || c.precision == "bf16", "config key 'precision': expected fp32 or bf16, got '",
+               c.precision, "'");
   IPSNET_CHECK(c.shuffle_style == "batch" || c.shuffle_style == "instance",
                "config key 'shuffle_style': expected batch or instance, got '", c.shuffle_style, "'");
   IPSNET_CHECK(c.enc_type == "resnet18" || c.enc_type == "resnet34" || c.enc_type == "resnet50",

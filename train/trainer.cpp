@@ -142,6 +142,11 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
                "config key 'selection_bf16': true, but the ", device_.str(),
                " backend has no bfloat16 convolution here (the CPU needs AVX512-BF16; CUDA is not implemented); "
                "set it to false");
+  IPSNET_CHECK(cfg_.precision != "bf16" ||
+                   (backend_for(device_).supports_bf16_conv() && backend_for(device_).supports_bf16_gemm()),
+               "config key 'precision': bf16, but the ", device_.str(),
+               " backend has no bfloat16 convolution and matmul here (the CPU needs AVX512-BF16; CUDA is not "
+               "implemented); set it to fp32");
   open_data(eval_only);
   if (dp_->active() && cfg_.sync_batchnorm && train_source_) {
     // Synchronised BatchNorm needs every rank in every training pass: no empty shard.
@@ -274,6 +279,9 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
   Generator sel_gen(derive_seed(cfg_.seed, kSelect), static_cast<uint64_t>(step_));
   dropout_gen_.set_state(derive_seed(cfg_.seed, kDropout), 0, static_cast<uint64_t>(step_));
   auto t0 = std::chrono::steady_clock::now();
+  // precision: bf16: the selection's and the training pass's convolutions and
+  // matmuls (their backward nodes keep the mode) in bfloat16; the rest float32.
+  PrecisionGuard precision(cfg_.precision == "bf16");
   if (n_local > 0) method_->select(*batch, true, sel_gen);
   auto t1 = std::chrono::steady_clock::now();
   model().train();
@@ -358,6 +366,7 @@ EvalResult Trainer::evaluate(const std::string& split, const std::string& predic
     }
     Generator gen(derive_seed(cfg_.seed, kEvalSelect), static_cast<uint64_t>(bi));
     Batch batch(src, ids, device_, cfg_.eager, cfg_.B_seq);
+    PrecisionGuard precision(cfg_.precision == "bf16");
     method_->select(batch, false, gen);
     std::map<std::string, Tensor> targets = batch_targets(src, ids, cfg_.tasks);
     for (auto& kv : targets) kv.second = kv.second.to(device_);
@@ -432,6 +441,7 @@ Attention Trainer::attend(const std::string& split, const std::vector<int64_t>& 
   TrainModeGuard eval_mode(model(), false);
   Generator gen(derive_seed(cfg_.seed, kEvalSelect), 0);
   Batch batch(src, ids, device_, /*eager=*/false, cfg_.B_seq);
+  PrecisionGuard precision(cfg_.precision == "bf16");
   return method_->attend(batch, all_scores, gen);
 }
 

@@ -217,6 +217,7 @@ class Suite:
         env = dict(self.env)
         env.update(env_extra)
         self.ran += 1
+        t_row = time.time()
         twice = bool(args) and args[0] == "@TWICE"
         if twice:
             args = args[1:]
@@ -294,7 +295,7 @@ class Suite:
             self.failures.append("%s: %s\n    command: %s\n    stderr: %s" %
                                  (name, "; ".join(problems), " ".join(args), err.strip()[-2000:]))
         else:
-            print("ok   %s" % name)
+            print("ok   %s (%.1f s)" % (name, time.time() - t_row))
 
     def main(self):
         t0 = time.time()
