@@ -14,13 +14,15 @@ SECS=${FUZZ_SECONDS:-60}
 HARNESSES=("$@")
 [ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(npy safetensors config dataset)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)"; exit 2; }
-SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 LAUNCHER=()
 command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-CC=clang CXX=clang++ cmake -G Ninja -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSNET_CUDA=OFF \
-  -DIPSNET_FUZZ=ON -DIPSNET_BUILD_TESTS=OFF -DIPSNET_BUILD_BENCHMARKS=OFF -DIPSNET_JPEG=OFF -DIPSNET_OPENSLIDE=OFF \
-  -DIPSNET_MPI=OFF \
-  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" "${LAUNCHER[@]}" >/dev/null
+# fuzz/ is configured on its own: each harness is compiled, sanitized, from only
+# the sources its reader needs (fuzz/CMakeLists.txt), not the whole project.
+if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$PWD/fuzz\$" "$BUILD/CMakeCache.txt"; then
+  echo "fuzz: $BUILD was configured from another source tree (the whole project before fuzz/ stood alone); expected $PWD/fuzz: remove $BUILD and rerun"
+  exit 2
+fi
+CC=clang CXX=clang++ cmake -G Ninja -S fuzz -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${LAUNCHER[@]}" >/dev/null
 ninja -C "$BUILD" -j"${JOBS:-2}" $(printf 'fuzz_%s ' "${HARNESSES[@]}")
 mkdir -p "$BUILD/artifacts"
 status=0
@@ -30,7 +32,7 @@ for h in "${HARNESSES[@]}"; do
   log="$BUILD/fuzz_$h.log"
   # ASan's leak check is on; yaml-cpp and libgomp keep a few static allocations, which are not leaks of ours.
   if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
-      "$BUILD/fuzz/fuzz_$h" -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+      "$BUILD/fuzz_$h" -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
       -artifact_prefix="$BUILD/artifacts/$h-" "$work" "fuzz/corpus/$h" >"$log" 2>&1; then
     result=ok
   else
