@@ -7,6 +7,9 @@
 //   OUT/thumbnails/NAME.png   the mask level's image, kept tiles outlined
 //   OUT/patches/NAME.h5       with --clam-coords: CLAM's coordinates file
 //
+// With --from-clam DIR the tiles are CLAM's, read from DIR/patches/NAME.h5
+// (coords, patch_level, patch_size), instead of the foreground rule.
+//
 // OUT is built under a temporary name and renamed into place when every
 // slide is done.
 #include <cmath>
@@ -48,11 +51,15 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
   p.add_option("thumbnail-size", "1024", "larger side of the thumbnails in pixels");
   p.add_flag("clam-coords", "also write CLAM's coordinates files OUT/patches/NAME.h5 (coords, patch_level, "
              "patch_size; needs HDF5)");
+  p.add_option("from-clam", "", "keep CLAM's tiles: read DIR/patches/NAME.h5 (coords, patch_level, patch_size) per "
+               "slide instead of the foreground rule (--level, --tile-size, --tile-um, --magnification and "
+               "--min-foreground do not apply; needs HDF5)");
   p.add_flag("force", "replace an existing output directory");
   p.add_flag("quiet", "no line per slide");
   p.set_epilog(
       "examples: ipsnet wsi-tiles /data/CAMELYON16 /data/c16-tiles\n"
       "          ipsnet wsi-tiles --tile-um 128 --labels labels.csv /data/slides /data/tiles\n"
+      "          ipsnet wsi-tiles --from-clam /data/clam-out /data/CAMELYON16 /data/c16-clam\n"
       "          ipsnet wsi-tiles --magnification 20 --tile-size 256 /data/CAMELYON16 /data/c16-20x");
   if (!p.parse(args)) return 0;
   data::TileOptions o;
@@ -77,6 +84,11 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
   const bool clam = p.get_flag("clam-coords");
   IPSNET_CHECK(!clam || data::have_hdf5(), "--clam-coords: this ipsnet was built without HDF5 (IPSNET_HDF5; "
                "apt-get install libhdf5-dev and reconfigure)");
+  const std::string from_clam = p.get_string("from-clam");
+  IPSNET_CHECK(from_clam.empty() || data::have_hdf5(), "--from-clam: this ipsnet was built without HDF5 "
+               "(IPSNET_HDF5; apt-get install libhdf5-dev and reconfigure)");
+  IPSNET_CHECK(from_clam.empty() || std::filesystem::is_directory(from_clam + "/patches"), "--from-clam '",
+               from_clam, "' has no patches/ directory (expected CLAM's output: patches/NAME.h5 per slide)");
   auto slides = data::find_slides(p.positional(0), p.get_string("labels"), p.get_string("annotations"));
   std::set<std::string> names;
   for (const auto& s : slides)
@@ -96,13 +108,26 @@ int run_wsi_tiles(const std::vector<std::string>& args) {
     if (!e.annotation.empty()) polys = data::read_asap_xml(e.annotation);
     std::vector<uint8_t> mask_rgb;
     int64_t mw = 0, mh = 0;
-    data::SlideTiles t = data::cut_tiles(*slide, polys, o, &mask_rgb, &mw, &mh);
+    data::SlideTiles t;
+    if (from_clam.empty()) {
+      t = data::cut_tiles(*slide, polys, o, &mask_rgb, &mw, &mh);
+    } else {
+      const std::string cp = from_clam + "/patches/" + e.name + ".h5";
+      data::ClamCoords c = data::read_clam_coords(cp);
+      t = data::tiles_from_coords(*slide, polys, c.xy.data(), static_cast<int64_t>(c.xy.size() / 2), c.patch_level,
+                                  c.patch_size, o.mask_level, str_cat("CLAM's coordinates file '", cp, "'"),
+                                  &mask_rgb, &mw, &mh);
+    }
     t.name = e.name;
     t.label = e.label;
     if (t.tiles.empty()) {
       ++skipped;
-      std::printf("wsi-tiles: [%zu/%zu] %s: no tissue found (0 tiles, Otsu threshold %d), skipped\n", k + 1,
-                  slides.size(), e.name.c_str(), t.threshold);
+      if (from_clam.empty())
+        std::printf("wsi-tiles: [%zu/%zu] %s: no tissue found (0 tiles, Otsu threshold %d), skipped\n", k + 1,
+                    slides.size(), e.name.c_str(), t.threshold);
+      else
+        std::printf("wsi-tiles: [%zu/%zu] %s: CLAM's coordinates file holds 0 tiles, skipped\n", k + 1,
+                    slides.size(), e.name.c_str());
       std::fflush(stdout);
       continue;
     }

@@ -235,6 +235,29 @@ void write_clam_coords(const std::string& path, const int64_t* coords, int64_t n
   fs::rename(tmp, path);
 }
 
+ClamCoords read_clam_coords(const std::string& path) {
+  IPSNET_CHECK(fs::is_regular_file(path), "CLAM's coordinates file '", path, "' does not exist");
+  H5 f = open_file(path);
+  const std::string what = str_cat("CLAM's coordinates file '", path, "'");
+  IPSNET_CHECK(H5Lexists(f.get(), "coords", H5P_DEFAULT) > 0, what, " has no dataset 'coords'");
+  H5 ds(H5Dopen2(f.get(), "coords", H5P_DEFAULT), H5Dclose);
+  IPSNET_CHECK(ds.ok(), "HDF5 cannot open the dataset 'coords' of ", what);
+  H5 type(H5Dget_type(ds.get()), H5Tclose);
+  IPSNET_CHECK(type.ok() && H5Tget_class(type.get()) == H5T_INTEGER, "the dataset 'coords' of ", what,
+               " does not hold integers (expected int64 or int32 pixel coordinates)");
+  ClamCoords c;
+  IPSNET_CHECK(read_attr(ds.get(), "patch_level", &c.patch_level), what,
+               " has no readable integer attribute 'patch_level' on 'coords'");
+  IPSNET_CHECK(read_attr(ds.get(), "patch_size", &c.patch_size), what,
+               " has no readable integer attribute 'patch_size' on 'coords'");
+  IPSNET_CHECK(c.patch_level >= 0, what, ": patch_level ", c.patch_level, ", expected a level >= 0");
+  IPSNET_CHECK(c.patch_size >= 1, what, ": patch_size ", c.patch_size, ", expected a positive number of pixels");
+  hsize_t n = 0, two = 0;
+  c.xy = read_dataset<int64_t>(f.get(), "coords", H5T_NATIVE_INT64, &n, &two, what);
+  IPSNET_CHECK(two == 2, "the dataset 'coords' of ", what, " is (", n, ", ", two, "), expected (n, 2)");
+  return c;
+}
+
 int64_t import_bags_h5(const std::string& in, const std::string& layout, const std::string& labels_csv,
                        const std::string& split, const std::string& out, bool force) {
   IPSNET_CHECK(layout == "ips" || layout == "clam", "layout '", layout, "' is not one of ips, clam");
@@ -320,6 +343,9 @@ int64_t import_bags_h5(const std::string& in, const std::string& layout, const s
 
 bool have_hdf5() { return false; }
 void write_clam_coords(const std::string&, const int64_t*, int64_t, int64_t, int64_t) {
+  IPSNET_FAIL("this ipsnet was built without HDF5 (IPSNET_HDF5; apt-get install libhdf5-dev and reconfigure)");
+}
+ClamCoords read_clam_coords(const std::string&) {
   IPSNET_FAIL("this ipsnet was built without HDF5 (IPSNET_HDF5; apt-get install libhdf5-dev and reconfigure)");
 }
 int64_t export_bags_h5(const std::string&, const std::string&, const std::string&, bool) {

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ipsnet {
 namespace data {
@@ -38,6 +39,19 @@ int64_t import_bags_h5(const std::string& in, const std::string& layout, const s
 /// (written under a temporary name, renamed into place).
 void write_clam_coords(const std::string& path, const int64_t* coords, int64_t n, int64_t patch_level,
                        int64_t patch_size);
+
+/// CLAM's coordinates file for one slide, as read_clam_coords returns it.
+struct ClamCoords {
+  std::vector<int64_t> xy;  // n x 2, level-0 x, y (top-left)
+  int64_t patch_level = 0;  // the level CLAM cut the tiles at
+  int64_t patch_size = 0;   // the tile side in pixels at patch_level
+};
+/// Reads CLAM's coordinates file (the dataset `coords`, n x 2 of any integer
+/// type, with the attributes `patch_level` and `patch_size`). Throws one line
+/// naming the file when it is missing, not HDF5, or lacks `coords` or either
+/// attribute, or when `coords` is not n x 2 or patch_level < 0 or
+/// patch_size < 1.
+ClamCoords read_clam_coords(const std::string& path);
 
 }  // namespace data
 }  // namespace ipsnet

@@ -88,6 +88,71 @@ std::vector<uint8_t> foreground_mask(const uint8_t* gray, int64_t h, int64_t w, 
 
 // ---- tiles -------------------------------------------------------------------
 
+namespace {
+// The foreground mask at one level, its image and its integral image.
+struct ForegroundMask {
+  int level = 0;
+  int threshold = 0;
+  int64_t w = 0, h = 0;
+  double downsample = 1;
+  std::vector<uint8_t> rgb;
+  std::vector<int64_t> integral;  // (h + 1) x (w + 1)
+  // Fraction of the mask pixels under a tile's footprint that are foreground.
+  float fraction(int64_t x, int64_t y, double extent0) const {
+    const double d = downsample;
+    int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(std::floor(x / d)), 0, w);
+    int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(std::floor(y / d)), 0, h);
+    int64_t x1 = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((x + extent0) / d)), 0, w);
+    int64_t y1 = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((y + extent0) / d)), 0, h);
+    int64_t area = (x1 - x0) * (y1 - y0);
+    int64_t fg = area > 0 ? integral[y1 * (w + 1) + x1] - integral[y0 * (w + 1) + x1] - integral[y1 * (w + 1) + x0] +
+                                integral[y0 * (w + 1) + x0]
+                          : 0;
+    return area > 0 ? static_cast<float>(static_cast<double>(fg) / area) : 0.f;
+  }
+};
+
+ForegroundMask foreground_at(const WsiSlide& slide, int mask_level) {
+  const std::string& path = slide.path();
+  // The mask level: the coarsest whose downsample is at most 32 by default.
+  int ml = mask_level;
+  if (ml < 0) {
+    ml = 0;
+    for (int l = 0; l < slide.level_count(); ++l)
+      if (slide.downsample(l) <= 32.0 + 1e-6) ml = l;
+  }
+  IPSNET_CHECK(ml < slide.level_count(), "mask level ", ml, " is outside the ", slide.level_count(),
+               " levels of the slide '", path, "'");
+  ForegroundMask m;
+  m.level = ml;
+  const auto [mw, mh] = slide.dimensions(ml);
+  const double dsm = slide.downsample(ml);
+  std::vector<uint8_t> rgb(static_cast<size_t>(mw * mh * 3));
+  slide.read_region(0, 0, ml, mw, mh, rgb.data());
+  std::vector<uint8_t> gray = foreground_gray(rgb.data(), mw * mh);
+  m.threshold = otsu_threshold(gray.data(), mw * mh);
+  std::vector<uint8_t> mask = foreground_mask(gray.data(), mh, mw, m.threshold);
+  std::vector<int64_t>& integral = m.integral;
+  integral.assign(static_cast<size_t>((mw + 1) * (mh + 1)), 0);
+  for (int64_t y = 0; y < mh; ++y)
+    for (int64_t x = 0; x < mw; ++x)
+      integral[(y + 1) * (mw + 1) + x + 1] = mask[y * mw + x] + integral[y * (mw + 1) + x + 1] +
+                                             integral[(y + 1) * (mw + 1) + x] - integral[y * (mw + 1) + x];
+
+  m.w = mw;
+  m.h = mh;
+  m.downsample = dsm;
+  m.rgb = std::move(rgb);
+  return m;
+}
+
+bool on_tumour(const std::vector<const Polygon*>& tumours, const Tile& tile, double extent0) {
+  for (const Polygon* p : tumours)
+    if (polygon_intersects_rect(*p, tile.x, tile.y, tile.x + extent0, tile.y + extent0)) return true;
+  return false;
+}
+}  // namespace
+
 SlideTiles cut_tiles(const WsiSlide& slide, const std::vector<Polygon>& polygons, const TileOptions& o,
                      std::vector<uint8_t>* mask_rgb, int64_t* mask_w, int64_t* mask_h) {
   const std::string& path = slide.path();
@@ -129,28 +194,9 @@ SlideTiles cut_tiles(const WsiSlide& slide, const std::vector<Polygon>& polygons
                " of the slide '", path, "'");
   const auto [w0, h0] = slide.dimensions(0);
 
-  // The mask level: the coarsest whose downsample is at most 32 by default.
-  int ml = o.mask_level;
-  if (ml < 0) {
-    ml = 0;
-    for (int l = 0; l < slide.level_count(); ++l)
-      if (slide.downsample(l) <= 32.0 + 1e-6) ml = l;
-  }
-  IPSNET_CHECK(ml < slide.level_count(), "mask level ", ml, " is outside the ", slide.level_count(),
-               " levels of the slide '", path, "'");
-  t.mask_level = ml;
-  const auto [mw, mh] = slide.dimensions(ml);
-  const double dsm = slide.downsample(ml);
-  std::vector<uint8_t> rgb(static_cast<size_t>(mw * mh * 3));
-  slide.read_region(0, 0, ml, mw, mh, rgb.data());
-  std::vector<uint8_t> gray = foreground_gray(rgb.data(), mw * mh);
-  t.threshold = otsu_threshold(gray.data(), mw * mh);
-  std::vector<uint8_t> mask = foreground_mask(gray.data(), mh, mw, t.threshold);
-  std::vector<int64_t> integral(static_cast<size_t>((mw + 1) * (mh + 1)), 0);
-  for (int64_t y = 0; y < mh; ++y)
-    for (int64_t x = 0; x < mw; ++x)
-      integral[(y + 1) * (mw + 1) + x + 1] = mask[y * mw + x] + integral[y * (mw + 1) + x + 1] +
-                                             integral[(y + 1) * (mw + 1) + x] - integral[y * (mw + 1) + x];
+  ForegroundMask m = foreground_at(slide, o.mask_level);
+  t.mask_level = m.level;
+  t.threshold = m.threshold;
 
   std::vector<const Polygon*> tumours;
   for (const Polygon& p : polygons)
@@ -163,26 +209,57 @@ SlideTiles cut_tiles(const WsiSlide& slide, const std::vector<Polygon>& polygons
       Tile tile;
       tile.x = std::llround(i * t.extent0);
       tile.y = std::llround(j * t.extent0);
-      int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(std::floor(tile.x / dsm)), 0, mw);
-      int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(std::floor(tile.y / dsm)), 0, mh);
-      int64_t x1 = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((tile.x + t.extent0) / dsm)), 0, mw);
-      int64_t y1 = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((tile.y + t.extent0) / dsm)), 0, mh);
-      int64_t area = (x1 - x0) * (y1 - y0);
-      int64_t fg = area > 0 ? integral[y1 * (mw + 1) + x1] - integral[y0 * (mw + 1) + x1] -
-                                  integral[y1 * (mw + 1) + x0] + integral[y0 * (mw + 1) + x0]
-                            : 0;
-      tile.foreground = area > 0 ? static_cast<float>(static_cast<double>(fg) / area) : 0.f;
-      for (const Polygon* p : tumours)
-        if (polygon_intersects_rect(*p, tile.x, tile.y, tile.x + t.extent0, tile.y + t.extent0)) {
-          tile.tumour = true;
-          break;
-        }
+      tile.foreground = m.fraction(tile.x, tile.y, t.extent0);
+      tile.tumour = on_tumour(tumours, tile, t.extent0);
       if (tile.foreground >= o.min_foreground || tile.tumour) t.tiles.push_back(tile);
     }
   if (mask_rgb) {
-    *mask_rgb = std::move(rgb);
-    *mask_w = mw;
-    *mask_h = mh;
+    *mask_rgb = std::move(m.rgb);
+    *mask_w = m.w;
+    *mask_h = m.h;
+  }
+  return t;
+}
+
+SlideTiles tiles_from_coords(const WsiSlide& slide, const std::vector<Polygon>& polygons, const int64_t* xy,
+                             int64_t n, int64_t level, int64_t size, int mask_level, const std::string& source,
+                             std::vector<uint8_t>* mask_rgb, int64_t* mask_w, int64_t* mask_h) {
+  const std::string& path = slide.path();
+  IPSNET_CHECK(level >= 0 && level < slide.level_count(), source, ": patch_level ", level, " is not a level of the "
+               "slide '", path, "' (it has ", slide.level_count(), " levels, 0 to ", slide.level_count() - 1, ")");
+  IPSNET_CHECK(size >= 1, source, ": patch_size ", size, ", expected a positive number of pixels");
+  SlideTiles t;
+  t.slide_path = path;
+  auto mpp = slide.mpp_x();
+  t.mpp = mpp ? *mpp : 0.0;
+  t.level = static_cast<int>(level);
+  t.read_size = t.out_size = size;
+  t.extent0 = static_cast<double>(size) * slide.downsample(t.level);
+  const auto [w0, h0] = slide.dimensions(0);
+  // A tile's top-left corner must lie on the slide; CLAM pads tiles at the
+  // edge, and so does reading them (OpenSlide's transparent pixels, made white).
+  for (int64_t i = 0; i < n; ++i)
+    IPSNET_CHECK(xy[2 * i] >= 0 && xy[2 * i] < w0 && xy[2 * i + 1] >= 0 && xy[2 * i + 1] < h0, source,
+                 ": coordinate ", i, " (", xy[2 * i], ", ", xy[2 * i + 1], ") is outside the slide '", path, "' (",
+                 w0, " x ", h0, " level-0 pixels)");
+  ForegroundMask m = foreground_at(slide, mask_level);
+  t.mask_level = m.level;
+  t.threshold = m.threshold;
+  std::vector<const Polygon*> tumours;
+  for (const Polygon& p : polygons)
+    if (!p.exclusion() && p.x.size() >= 3) tumours.push_back(&p);
+  t.tiles.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    Tile& tile = t.tiles[static_cast<size_t>(i)];
+    tile.x = xy[2 * i];
+    tile.y = xy[2 * i + 1];
+    tile.foreground = m.fraction(tile.x, tile.y, t.extent0);
+    tile.tumour = on_tumour(tumours, tile, t.extent0);
+  }
+  if (mask_rgb) {
+    *mask_rgb = std::move(m.rgb);
+    *mask_w = m.w;
+    *mask_h = m.h;
   }
   return t;
 }

@@ -74,6 +74,18 @@ SlideTiles cut_tiles(const WsiSlide& slide, const std::vector<Polygon>& polygons
                      std::vector<uint8_t>* mask_rgb = nullptr, int64_t* mask_w = nullptr,
                      int64_t* mask_h = nullptr);
 
+/// The slide's tiles at given level-0 top-left coordinates xy (n x 2), cut at
+/// `level` with side `size` pixels there (CLAM's coordinates files: its
+/// patch_level and patch_size). Foreground fractions, the Otsu threshold and
+/// tumour flags are computed as cut_tiles does, but every tile is kept.
+/// Throws one line naming `source` when the level is not one of the slide's
+/// or a top-left corner lies outside the slide (tiles may run over its edge,
+/// as CLAM's padded ones do). mask_rgb/mask_w/mask_h as cut_tiles.
+SlideTiles tiles_from_coords(const WsiSlide& slide, const std::vector<Polygon>& polygons, const int64_t* xy,
+                             int64_t n, int64_t level, int64_t size, int mask_level, const std::string& source,
+                             std::vector<uint8_t>* mask_rgb = nullptr, int64_t* mask_w = nullptr,
+                             int64_t* mask_h = nullptr);
+
 /// RGB (h, w, 3) thumbnail of the mask-level image at most max_side pixels on
 /// its larger side, kept tiles outlined (green; red when on a tumour polygon),
 /// tumour polygons drawn in blue. Returns the pixels and sets w, h.
