@@ -94,12 +94,14 @@ class Suite:
         # A full disk: a 2 MiB tmpfs, when this runs as root and may mount.
         full = r + "/full"
         os.makedirs(full)
-        if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", full],
-                                                capture_output=True).returncode == 0:
+        # (A minimal root, e.g. a fresh debootstrap, may have no mount(8) at all.)
+        if os.geteuid() == 0 and shutil.which("mount") and shutil.which("umount") and subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", full], capture_output=True).returncode == 0:
             self.full = full
             self.vars["FULL"] = full
         else:
-            print("SKIP full-disk rows: not root or cannot mount a tmpfs (run as root for them)")
+            print("SKIP full-disk rows: not root, no mount(8), or cannot mount a tmpfs (run as root with util-linux "
+                  "for them)")
 
     def teardown(self):
         if self.full:
