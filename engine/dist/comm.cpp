@@ -17,7 +17,7 @@ class SingleComm : public Comm {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string kind() const override { return "single"; }
-  std::unique_ptr<Work> allreduce_sum_async(const Tensor&) override { return std::make_unique<DoneWork>(); }
+  std::unique_ptr<Work> allreduce_host_async(const Tensor&) override { return std::make_unique<DoneWork>(); }
   void broadcast(void*, int64_t, int) override {}
   std::vector<std::string> allgather(const std::string& mine) override { return {mine}; }
   void barrier() override {}
@@ -57,6 +57,20 @@ bool env_set(const char* k) {
 }
 
 }  // namespace
+
+std::unique_ptr<Work> Comm::allreduce_sum_async(const Tensor& t) {
+  if (size() == 1) return std::make_unique<DoneWork>();  // a world of one: nothing to sum
+  IPSNET_CHECK(t.is_contiguous() && (t.dtype() == DType::Float32 || t.dtype() == DType::Float64),
+               "allreduce: expected a contiguous float32 or float64 tensor");
+  if (t.device().is_cuda()) {
+    if (DeviceReducer* d = device_reducer(t.device().index)) return d->allreduce_sum_async(t);
+    Tensor h = t.to(Device::cpu());
+    allreduce_host_async(h)->wait();
+    const_cast<Tensor&>(t).copy_(h);
+    return std::make_unique<DoneWork>();
+  }
+  return allreduce_host_async(t);
+}
 
 double Comm::sum(double v) {
   Tensor t = Tensor::scalar(v, DType::Float64);

@@ -44,7 +44,9 @@ class Comm {
   virtual std::string kind() const = 0;
   /// In-place sum over all ranks of a contiguous float32 or float64 tensor
   /// (CPU or CUDA), started now. The tensor must stay alive until wait().
-  virtual std::unique_ptr<Work> allreduce_sum_async(const Tensor& t) = 0;
+  /// CUDA tensors go to the device reducer (NCCL) or, without one, through a
+  /// synchronous host copy; CPU tensors to the transport.
+  std::unique_ptr<Work> allreduce_sum_async(const Tensor& t);
   void allreduce_sum(const Tensor& t) { allreduce_sum_async(t)->wait(); }
   /// Rank root's bytes to every rank (same length on all ranks).
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
@@ -56,6 +58,10 @@ class Comm {
   /// Stops every rank: prints `message` on this rank and ends the job with
   /// exit status `code` (MPI_Abort under MPI).
   [[noreturn]] virtual void abort(const std::string& message, int code) = 0;
+
+ protected:
+  /// The transport's sum of a checked, contiguous CPU tensor.
+  virtual std::unique_ptr<Work> allreduce_host_async(const Tensor& t) = 0;
 };
 
 /// The world of this process (a world of one until init() found a launcher).

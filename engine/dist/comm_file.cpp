@@ -69,16 +69,7 @@ class FileComm : public Comm {
   int size() const override { return size_; }
   std::string kind() const override { return "file"; }
 
-  std::unique_ptr<Work> allreduce_sum_async(const Tensor& t) override {
-    IPSNET_CHECK(t.is_contiguous() && (t.dtype() == DType::Float32 || t.dtype() == DType::Float64),
-                 "allreduce: expected a contiguous float32 or float64 tensor");
-    if (t.device().is_cuda()) {
-      if (DeviceReducer* d = device_reducer(t.device().index)) return d->allreduce_sum_async(t);
-      Tensor h = t.to(Device::cpu());
-      allreduce_sum(h);
-      const_cast<Tensor&>(t).copy_(h);
-      return std::make_unique<DoneWork>();
-    }
+  std::unique_ptr<Work> allreduce_host_async(const Tensor& t) override {
     const size_t bytes = static_cast<size_t>(t.nbytes());
     std::vector<std::string> all = exchange(std::string(static_cast<const char*>(t.raw_data()), bytes));
     const bool f32 = t.dtype() == DType::Float32;

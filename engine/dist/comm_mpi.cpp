@@ -88,9 +88,6 @@ class MpiWork : public Work {
   bool done_ = false;
 };
 
-/// A device tensor summed through host copies (no NCCL): synchronous.
-class HostCopyWork : public DoneWork {};
-
 class MpiComm : public Comm {
  public:
   MpiComm() {
@@ -101,16 +98,7 @@ class MpiComm : public Comm {
   int size() const override { return size_; }
   std::string kind() const override { return "mpi"; }
 
-  std::unique_ptr<Work> allreduce_sum_async(const Tensor& t) override {
-    IPSNET_CHECK(t.is_contiguous() && (t.dtype() == DType::Float32 || t.dtype() == DType::Float64),
-                 "allreduce: expected a contiguous float32 or float64 tensor");
-    if (t.device().is_cuda()) {
-      if (DeviceReducer* d = device_reducer(t.device().index)) return d->allreduce_sum_async(t);
-      Tensor h = t.to(Device::cpu());
-      allreduce_sum(h);
-      const_cast<Tensor&>(t).copy_(h);
-      return std::make_unique<HostCopyWork>();
-    }
+  std::unique_ptr<Work> allreduce_host_async(const Tensor& t) override {
     MPI_Datatype dt = t.dtype() == DType::Float32 ? MPI_FLOAT : MPI_DOUBLE;
     char* p = static_cast<char*>(t.raw_data());
     const int64_t esize = t.dtype() == DType::Float32 ? 4 : 8;
