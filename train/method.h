@@ -66,6 +66,22 @@ class Method {
   /// choice and, with all_scores, a score for every instance. Throws when it
   /// cannot.
   virtual Attention attend(Batch& batch, bool all_scores, Generator& gen);
+
+  // ---- explanation maps (Proxy Attention, docs/proxy_attention.md) --------
+  /// The kinds of explanation map this method makes, its default first:
+  /// "gradcam_pp", "gradcam", "cam" (the full-image CNN), "attention" (the
+  /// method's own attention spread over the pixels of each patch: IPS, ATS).
+  /// Empty: none.
+  virtual std::vector<std::string> explanations() const { return {}; }
+  /// Where the prediction of class classes[b] of task `task` comes from in
+  /// image b of `batch`: (B, H, W) float32 on the CPU, at the full size of the
+  /// stored images (grid(i).height x width), min-max normalised to [0, 1] per
+  /// image (an all-equal map is all 0). Runs in eval mode; takes gradients
+  /// internally where the kind needs them (Grad-CAM) and leaves the
+  /// parameters' gradients as they were. Throws one line for a kind not in
+  /// explanations().
+  virtual Tensor explain(Batch& batch, const std::string& kind, const std::string& task,
+                         const std::vector<int64_t>& classes, Generator& gen);
 };
 
 /// A registered method.

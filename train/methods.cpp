@@ -37,5 +37,9 @@ Attention Method::attend(Batch&, bool, Generator&) {
   IPSNET_FAIL("method '", name(), "' cannot show where it looks");
 }
 
+Tensor Method::explain(Batch&, const std::string& kind, const std::string&, const std::vector<int64_t>&, Generator&) {
+  IPSNET_FAIL("method '", name(), "' has no explanation map '", kind, "'");
+}
+
 }  // namespace train
 }  // namespace ipsnet
