@@ -150,6 +150,10 @@ ResNet::ResNet(const ResNetOptions& o, Generator& gen) : Module("ResNet"), optio
 }
 
 Tensor ResNet::forward(const Tensor& x) {
+  return ops::adaptive_avg_pool2d_1x1(features(x)).flatten(1);  // (N, C_out)
+}
+
+Tensor ResNet::features(const Tensor& x) {
   check_defined(x, "ResNet", "x");
   IPSNET_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "ResNet: input ", shape_str(x.shape()),
                " must be (N, ", options_.in_channels(), ", h, w)");
@@ -165,7 +169,7 @@ Tensor ResNet::forward(const Tensor& x) {
   }
   y = ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
   for (auto& layer : layers_) y = layer->forward(y);
-  return ops::adaptive_avg_pool2d_1x1(y).flatten(1);  // (N, C_out)
+  return y;  // (N, C_out, h', w')
 }
 
 void ResNet::set_bn_stats_frozen(bool on) {

@@ -59,8 +59,12 @@ class Bottleneck : public Module {
 class ResNet : public Module {
  public:
   ResNet(const ResNetOptions& options, Generator& gen);
-  /// x: (N, C_in, h, w) -> (N, out_channels())
+  /// x: (N, C_in, h, w) -> (N, out_channels()): global average pooling of features(x).
   Tensor forward(const Tensor& x) override;
+  /// x: (N, C_in, h, w) -> (N, out_channels(), h', w'): the last stage's output
+  /// before the pooling (h' = ceil(h / 8) for 2 stages, ceil(h / 32) for 4;
+  /// the layer Grad-CAM and CAM explain, train/explain.h).
+  Tensor features(const Tensor& x);
   /// 128 (18/34 to layer2), 512 (18/34 to layer4 or 50 to layer2), 2048 (50 to layer4).
   int64_t out_channels() const { return out_channels_; }
   const ResNetOptions& options() const { return options_; }
