@@ -9,8 +9,6 @@
 namespace ipsnet {
 namespace train {
 
-namespace {
-
 // A perceptually ordered dark-blue -> red -> yellow ramp (like "inferno").
 void heat_color(float t, float* rgb) {
   t = std::min(1.0f, std::max(0.0f, t));
@@ -21,8 +19,6 @@ void heat_color(float t, float* rgb) {
   float f = x - static_cast<float>(i);
   for (int c = 0; c < 3; ++c) rgb[c] = stops[i][c] * (1 - f) + stops[i + 1][c] * f;
 }
-
-}  // namespace
 
 std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t max_side, int64_t* out_h,
                                           int64_t* out_w) {

@@ -29,6 +29,10 @@ std::vector<uint8_t> render_attention_map(const AttentionMapInput& in, int64_t m
 /// scaled by an integer factor to at least 64 px, 4 px gaps; C = in.channels.
 std::vector<uint8_t> render_tile_sheet(const AttentionMapInput& in, int64_t* out_h, int64_t* out_w);
 
+/// The heat-map colour of t in [0, 1] (a dark-blue -> red -> yellow ramp,
+/// like "inferno"): rgb[3] in [0, 1].
+void heat_color(float t, float* rgb);
+
 /// Undoes a per-channel normalisation for display: image (C, H, W) holding
 /// (x - mean[c]) / std[c] becomes x, clamped to [0, 1]. `normalize` is the
 /// config's key: "none" (only the clamp) or "imagenet".

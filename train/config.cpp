@@ -19,7 +19,7 @@ namespace train {
 
 namespace {
 
-enum class Kind { Int, Double, Bool, String, Patch, Tasks, IntList };
+enum class Kind { Int, Double, Bool, String, Patch, Tasks, IntList, Section };
 
 struct KeySpec {
   const char* name;
@@ -169,6 +169,75 @@ std::vector<TaskConfig> parse_tasks(const YAML::Node& n, const Config& cfg) {
   return out;
 }
 
+// The proxy_attention section, merged into what cfg.proxy holds already (a
+// --set of one of its keys keeps the others).
+const char* const kProxyKeys[] = {"schedule", "explain", "task", "select", "count", "fraction", "threshold",
+                                  "replace", "weight", "mode", "clear_every_step", "sheet_images"};
+
+void apply_proxy_key(ProxyAttentionConfig& p, const std::string& k, const YAML::Node& v) {
+  const std::string path = "proxy_attention." + k;
+  if (k == "schedule") {
+    IPSNET_CHECK(v.IsSequence(), "config key '", path, "': expected a list of epochs and \"p\" (proxy steps) such as ",
+                 "[20, \"p\", 19], got ", node_text(v));
+    p.schedule.clear();
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i].IsScalar() && (v[i].Scalar() == "p" || v[i].Scalar() == "P")) {
+        p.schedule.push_back(ProxyAttentionConfig::kProxyStep);
+        continue;
+      }
+      int64_t e = 0;
+      try {
+        e = as_int(v[i], path);
+      } catch (const Error&) {
+        IPSNET_FAIL("config key '", path, "': entry ", i + 1, " is ", node_text(v[i]),
+                    ", expected a number of epochs or \"p\" (a proxy step)");
+      }
+      IPSNET_CHECK(e >= 1 && e <= 1000000, "config key '", path, "': entry ", i + 1, " is ", e,
+                   " epochs, expected 1..1000000");
+      p.schedule.push_back(e);
+    }
+  } else if (k == "explain") p.explain = as_string(v, path);
+  else if (k == "task") p.task = as_string(v, path);
+  else if (k == "select") p.select = as_string(v, path);
+  else if (k == "count") p.count = as_int(v, path);
+  else if (k == "fraction") p.fraction = as_double(v, path);
+  else if (k == "threshold") p.threshold = as_double(v, path);
+  else if (k == "replace") p.replace = as_string(v, path);
+  else if (k == "weight") p.weight = as_double(v, path);
+  else if (k == "mode") p.mode = as_string(v, path);
+  else if (k == "clear_every_step") p.clear_every_step = as_bool(v, path);
+  else if (k == "sheet_images") p.sheet_images = as_int(v, path);
+  else {
+    std::string best, known;
+    size_t bd = SIZE_MAX;
+    for (const char* n : kProxyKeys) {
+      known += (known.empty() ? "" : ", ") + std::string(n);
+      const size_t d = edit_distance(k, n);
+      if (d < bd) {
+        bd = d;
+        best = n;
+      }
+    }
+    IPSNET_FAIL("config key '", path, "' is unknown (did you mean '", best, "'? the section has ", known, ")");
+  }
+}
+
+void parse_proxy(Config& c, const YAML::Node& n) {
+  IPSNET_CHECK(n.IsMap(), "config key 'proxy_attention': expected a section of keys (schedule: [20, \"p\", 19], ",
+               "explain, select, count or fraction, threshold, replace, weight, mode, clear_every_step), got ",
+               node_text(n));
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    IPSNET_CHECK(it->first.IsScalar(), "config key 'proxy_attention': a key must be a name, got ", node_text(it->first));
+    apply_proxy_key(c.proxy, it->first.Scalar(), it->second);
+  }
+  c.proxy.enabled = true;
+}
+
+std::string proxy_section_text(const ProxyAttentionConfig& p) {
+  if (!p.enabled) return "off";
+  return proxy_schedule_text(p.schedule);
+}
+
 #define INT_KEY(k) {#k, Kind::Int, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_int(n, key); }, [](const Config& c) { return std::to_string(c.k); }}
 #define DBL_KEY(k) {#k, Kind::Double, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_double(n, key); }, [](const Config& c) { return fmt_double(c.k); }}
 #define BOOL_KEY(k) {#k, Kind::Bool, [](Config& c, const YAML::Node& n, const std::string& key) { c.k = as_bool(n, key); }, [](const Config& c) { return std::string(c.k ? "true" : "false"); }}
@@ -198,6 +267,8 @@ const std::vector<KeySpec>& specs() {
       BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(precision), STR_KEY(eval_split), STR_KEY(method),
       DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib), DBL_KEY(scale), INT_KEY(n_patches),
       DBL_KEY(regularizer_strength), BOOL_KEY(ats_replace), STR_KEY(ats_eval), STR_KEY(ats_features),
+      {"proxy_attention", Kind::Section, [](Config& c, const YAML::Node& n, const std::string&) { parse_proxy(c, n); },
+       [](const Config& c) { return proxy_section_text(c.proxy); }},
   };
   return s;
 }
@@ -219,12 +290,48 @@ const KeySpec& find_key(const std::string& key) {
 }
 
 void apply_node(Config& cfg, const std::string& key, const YAML::Node& value) {
-  const KeySpec& spec = find_key(key);
-  spec.set(cfg, value, spec.name);
-  cfg.given[spec.name] = node_text(value);
+  const std::string section = "proxy_attention.";
+  if (key.rfind(section, 0) == 0) {  // --set proxy_attention.threshold=0.5
+    apply_proxy_key(cfg.proxy, key.substr(section.size()), value);
+    cfg.proxy.enabled = true;
+    cfg.given["proxy_attention"] = "(set)";
+  } else {
+    const KeySpec& spec = find_key(key);
+    spec.set(cfg, value, spec.name);
+    cfg.given[spec.name] = node_text(value);
+  }
+  // A proxy schedule says how many epochs it trains: n_epoch follows it unless given.
+  if (cfg.proxy.enabled && !cfg.given.count("n_epoch") && cfg.proxy.epochs() > 0) cfg.n_epoch = cfg.proxy.epochs();
 }
 
 }  // namespace
+
+std::vector<int64_t> ProxyAttentionConfig::step_epochs() const {
+  std::vector<int64_t> out;
+  int64_t e = 0;
+  for (int64_t v : schedule) {
+    if (v == kProxyStep)
+      out.push_back(e);
+    else
+      e += v;
+  }
+  return out;
+}
+
+int64_t ProxyAttentionConfig::epochs() const {
+  int64_t e = 0;
+  for (int64_t v : schedule)
+    if (v != kProxyStep) e += v;
+  return e;
+}
+
+std::string proxy_schedule_text(const std::vector<int64_t>& schedule) {
+  std::string s = "[";
+  for (size_t i = 0; i < schedule.size(); ++i)
+    s += (i ? ", " : "") +
+         (schedule[i] == ProxyAttentionConfig::kProxyStep ? std::string("\"p\"") : std::to_string(schedule[i]));
+  return s + "]";
+}
 
 std::vector<TaskConfig> default_mnist_tasks() {
   return {{"majority", 0, "softmax", "accuracy", 10},
@@ -427,6 +534,45 @@ void validate(const Config& c) {
                  " must be a token index in [0, ", c.n_token, ")");
     IPSNET_CHECK(t.n_class >= 1, "config key 'tasks.", t.name, ".n_class': expected >= 1, got ", t.n_class);
   }
+  if (c.proxy.enabled) {
+    const ProxyAttentionConfig& p = c.proxy;
+    const std::string sched = proxy_schedule_text(p.schedule);
+    IPSNET_CHECK(!p.schedule.empty(), "config key 'proxy_attention.schedule': missing; give the epochs and proxy steps, ",
+                 "e.g. [20, \"p\", 19]");
+    IPSNET_CHECK(!p.step_epochs().empty(), "config key 'proxy_attention.schedule': ", sched,
+                 " has zero proxy steps (\"p\"); give at least one, e.g. [20, \"p\", 19], or leave the section out");
+    IPSNET_CHECK(p.schedule.front() != ProxyAttentionConfig::kProxyStep, "config key 'proxy_attention.schedule': ",
+                 sched, " starts with a proxy step; the model must train at least one epoch before it is explained");
+    IPSNET_CHECK(p.schedule.back() != ProxyAttentionConfig::kProxyStep, "config key 'proxy_attention.schedule': ",
+                 sched, " ends with a proxy step, whose images would never be trained on; end with epochs");
+    IPSNET_CHECK(p.epochs() == c.n_epoch, "config key 'proxy_attention.schedule': ", sched, " trains ", p.epochs(),
+                 " epochs but n_epoch is ", c.n_epoch, " (set n_epoch: ", p.epochs(), " or leave it out)");
+    IPSNET_CHECK(std::isfinite(p.threshold) && p.threshold >= 0 && p.threshold <= 1,
+                 "config key 'proxy_attention.threshold': expected in [0, 1] (the maps are min-max normalised), got ",
+                 p.threshold);
+    IPSNET_CHECK(std::isfinite(p.weight) && p.weight >= 0 && p.weight <= 1,
+                 "config key 'proxy_attention.weight': expected in [0, 1], got ", p.weight);
+    IPSNET_CHECK(std::isfinite(p.fraction) && p.fraction > 0 && p.fraction <= 1,
+                 "config key 'proxy_attention.fraction': expected in (0, 1], got ", p.fraction);
+    IPSNET_CHECK(p.count >= 0, "config key 'proxy_attention.count': expected >= 0 (0: use fraction), got ", p.count);
+    IPSNET_CHECK(p.select == "misclassified" || p.select == "highest_loss",
+                 "config key 'proxy_attention.select': expected misclassified or highest_loss, got '", p.select, "'");
+    IPSNET_CHECK(p.replace == "blended" || p.replace == "zero" || p.replace == "mean" || p.replace == "max" ||
+                     p.replace == "min",
+                 "config key 'proxy_attention.replace': expected blended, zero, mean, max or min, got '", p.replace,
+                 "'");
+    IPSNET_CHECK(p.mode == "augment" || p.mode == "replace",
+                 "config key 'proxy_attention.mode': expected augment or replace, got '", p.mode, "'");
+    IPSNET_CHECK(p.explain == "auto" || p.explain == "gradcam_pp" || p.explain == "gradcam" || p.explain == "cam" ||
+                     p.explain == "attention",
+                 "config key 'proxy_attention.explain': expected auto, gradcam_pp, gradcam, cam or attention, got '",
+                 p.explain, "'");
+    bool task_known = p.task.empty();
+    for (const TaskConfig& t : c.tasks) task_known = task_known || t.name == p.task;
+    IPSNET_CHECK(task_known, "config key 'proxy_attention.task': '", p.task, "' is not one of the config's tasks");
+    IPSNET_CHECK(p.sheet_images >= 0 && p.sheet_images <= 64,
+                 "config key 'proxy_attention.sheet_images': expected 0..64, got ", p.sheet_images);
+  }
   // What the model and a step need, against what this machine has: refused
   // before any allocation, with the estimate.
   const double need = estimate_memory_bytes(c);
@@ -443,7 +589,7 @@ std::string to_yaml(const Config& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
   for (const KeySpec& s : specs()) {
-    if (s.kind == Kind::Tasks) continue;
+    if (s.kind == Kind::Tasks || s.kind == Kind::Section) continue;
     e << YAML::Key << s.name << YAML::Value;
     if (s.kind == Kind::String)
       e << YAML::DoubleQuoted << s.get(c);
@@ -460,7 +606,32 @@ std::string to_yaml(const Config& c) {
     e << YAML::Key << "n_class" << YAML::Value << t.n_class;
     e << YAML::EndMap;
   }
-  e << YAML::EndMap << YAML::EndMap;
+  e << YAML::EndMap;
+  if (c.proxy.enabled) {
+    const ProxyAttentionConfig& p = c.proxy;
+    e << YAML::Key << "proxy_attention" << YAML::Value << YAML::BeginMap;
+    e << YAML::Key << "schedule" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (int64_t v : p.schedule) {
+      if (v == ProxyAttentionConfig::kProxyStep)
+        e << YAML::DoubleQuoted << "p";
+      else
+        e << v;
+    }
+    e << YAML::EndSeq;
+    e << YAML::Key << "explain" << YAML::Value << YAML::DoubleQuoted << p.explain;
+    e << YAML::Key << "task" << YAML::Value << YAML::DoubleQuoted << p.task;
+    e << YAML::Key << "select" << YAML::Value << YAML::DoubleQuoted << p.select;
+    e << YAML::Key << "count" << YAML::Value << p.count;
+    e << YAML::Key << "fraction" << YAML::Value << YAML::Load(fmt_double(p.fraction));
+    e << YAML::Key << "threshold" << YAML::Value << YAML::Load(fmt_double(p.threshold));
+    e << YAML::Key << "replace" << YAML::Value << YAML::DoubleQuoted << p.replace;
+    e << YAML::Key << "weight" << YAML::Value << YAML::Load(fmt_double(p.weight));
+    e << YAML::Key << "mode" << YAML::Value << YAML::DoubleQuoted << p.mode;
+    e << YAML::Key << "clear_every_step" << YAML::Value << p.clear_every_step;
+    e << YAML::Key << "sheet_images" << YAML::Value << p.sheet_images;
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
   IPSNET_CHECK(e.good(), "writing the configuration as YAML failed: ", e.GetLastError());
   return std::string(e.c_str()) + "\n";
 }
@@ -469,7 +640,7 @@ std::string to_table(const Config& c) {
   std::ostringstream os;
   int col = 0;
   for (const KeySpec& s : specs()) {
-    if (s.kind == Kind::Tasks) continue;
+    if (s.kind == Kind::Tasks || s.kind == Kind::Section) continue;
     std::string v = s.get(c);
     bool given = c.given.count(s.name) > 0;
     os << (given ? "*" : " ") << std::left << std::setw(22) << s.name << std::setw(16) << v;
@@ -479,6 +650,14 @@ std::string to_table(const Config& c) {
   for (const TaskConfig& t : c.tasks)
     os << "  task " << t.id << ": " << t.name << " (" << t.act_fn << ", " << t.metric << ", " << t.n_class
        << " classes)\n";
+  if (c.proxy.enabled) {
+    const ProxyAttentionConfig& p = c.proxy;
+    os << "  proxy_attention: schedule " << proxy_schedule_text(p.schedule) << ", explain " << p.explain << ", "
+       << p.select << " " << (p.count > 0 ? std::to_string(p.count) : fmt_double(p.fraction)) << ", threshold "
+       << fmt_double(p.threshold) << ", replace " << p.replace
+       << (p.replace == "blended" ? " (weight " + fmt_double(p.weight) + ")" : std::string()) << ", mode " << p.mode
+       << (p.clear_every_step ? ", cleared every step" : "") << "\n";
+  }
   os << "  (* = set by the config file or --set)\n";
   return os.str();
 }

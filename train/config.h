@@ -19,6 +19,31 @@ struct TaskConfig {
   int64_t n_class = 10;
 };
 
+/// Proxy Attention (docs/proxy_attention.md, SPEC section 7): training
+/// cycles that mask, on the training images the model gets wrong, what its
+/// explanation map points at, and train on the changed images too.
+struct ProxyAttentionConfig {
+  bool enabled = false;            // the section was given
+  std::vector<int64_t> schedule;   // epochs, and kProxyStep for a proxy step: [20, "p", 19]
+  static constexpr int64_t kProxyStep = -1;
+  std::string explain = "auto";    // auto (the method's default) | gradcam_pp | gradcam | cam | attention
+  std::string task;                // the task whose predictions are explained ("": the first)
+  std::string select = "misclassified";  // misclassified | highest_loss
+  int64_t count = 0;               // how many of them (0: use fraction)
+  double fraction = 0.2;           // or this fraction of them (the later code's change_subset_attention)
+  double threshold = 0.85;         // tau: pixels whose map exceeds it change
+  std::string replace = "blended"; // blended: (1 - weight * M) * x | zero | mean | max | min (a constant)
+  double weight = 0.1;             // lambda of blended
+  std::string mode = "augment";    // augment: proxies added to the training set | replace: they take their originals' place
+  bool clear_every_step = false;   // earlier steps' proxies dropped at each step
+  int64_t sheet_images = 8;        // rows of the PNG sheet of each step
+
+  /// The epochs after which proxy steps run (cumulative; one entry per step).
+  std::vector<int64_t> step_epochs() const;
+  /// Epochs the schedule trains.
+  int64_t epochs() const;
+};
+
 struct Config {
   // ---- reference keys ----
   std::string dataset = "mnist";
@@ -103,6 +128,8 @@ struct Config {
   bool ats_replace = false;      // ats: sample with replacement (default: without, Gumbel top-k)
   std::string ats_eval = "sample";     // ats: at evaluation sample | topk
   std::string ats_features = "ats";    // ats: feature net per patch: ats (the original's CNN) | resnet (enc_type, n_res_blocks)
+  // ---- proxy_attention: a section of its own keys (train/proxy_attention.h) ----
+  ProxyAttentionConfig proxy;
 
   /// Which keys a file or --set gave explicitly.
   std::map<std::string, std::string> given;
@@ -122,6 +149,8 @@ void validate(const Config& cfg);
 double estimate_memory_bytes(const Config& cfg);
 /// YAML text of every key (the effective configuration, as saved in the run dir).
 std::string to_yaml(const Config& cfg);
+/// The schedule as written: [20, "p", 19].
+std::string proxy_schedule_text(const std::vector<int64_t>& schedule);
 /// A two-column table for the console.
 std::string to_table(const Config& cfg);
 /// The default IPS Megapixel MNIST tasks (majority, max, top: softmax/accuracy;

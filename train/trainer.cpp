@@ -49,7 +49,9 @@ namespace {
 // Independent random streams derived from (seed, purpose, counter): every
 // draw of a step depends only on the seed and the step number, which makes
 // resuming exact without saving generator states.
-enum Purpose : uint64_t { kInit = 1, kEpochOrder = 2, kSelect = 3, kDropout = 4, kEvalSelect = 5, kAugment = 6 };
+enum Purpose : uint64_t {
+  kInit = 1, kEpochOrder = 2, kSelect = 3, kDropout = 4, kEvalSelect = 5, kAugment = 6, kProxy = 7
+};
 uint64_t derive_seed(int64_t seed, Purpose p) {
   uint64_t x = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(p) * 0xBF58476D1CE4E5B9ull;
   x ^= x >> 31;
@@ -111,6 +113,7 @@ void Trainer::open_data(bool eval_only) {
   if (train_source_) {
     n_train_ = cfg_.max_train > 0 ? std::min(cfg_.max_train, train_source_->size()) : train_source_->size();
     IPSNET_CHECK(n_train_ >= 1, "the training split of '", cfg_.data_dir, "' has no images");
+    n_base_ = n_train_;
   }
   if (eval_source_)
     n_eval_ = cfg_.max_test > 0 ? std::min(cfg_.max_test, eval_source_->size()) : eval_source_->size();
@@ -140,13 +143,13 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
   device_ = resolve_device(cfg_.device);
   IPSNET_CHECK(!cfg_.selection_bf16 || backend_for(device_).supports_bf16_conv(),
                "config key 'selection_bf16': true, but the ", device_.str(),
-               " backend has no bfloat16 convolution here (the CPU needs AVX512-BF16; CUDA is not implemented); "
-               "set it to false");
+               " backend has no bfloat16 convolution here (the CPU needs AVX512-BF16, CUDA a device of compute "
+               "capability 8.0 or newer); set it to false");
   IPSNET_CHECK(cfg_.precision != "bf16" ||
                    (backend_for(device_).supports_bf16_conv() && backend_for(device_).supports_bf16_gemm()),
                "config key 'precision': bf16, but the ", device_.str(),
-               " backend has no bfloat16 convolution and matmul here (the CPU needs AVX512-BF16; CUDA is not "
-               "implemented); set it to fp32");
+               " backend has no bfloat16 convolution and matmul here (the CPU needs AVX512-BF16, CUDA a device of "
+               "compute capability 8.0 or newer); set it to fp32");
   open_data(eval_only);
   if (dp_->active() && cfg_.sync_batchnorm && train_source_) {
     // Synchronised BatchNorm needs every rank in every training pass: no empty shard.
@@ -160,6 +163,26 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
   dropout_gen_ = Generator(derive_seed(cfg_.seed, kDropout));
   MethodContext ctx{cfg_, train_source_ ? *train_source_ : *eval_source_, device_, init_gen, &dropout_gen_};
   method_ = make_method(ctx);
+  if (cfg_.proxy.enabled && train_source_ && !eval_only) {
+    const ProxyAttentionConfig& p = cfg_.proxy;
+    IPSNET_CHECK(!dp_->active(), "config key 'proxy_attention': proxy steps run in one process; this run has ",
+                 dp_->size(), " ranks (leave the section out, or run it without mpirun)");
+    IPSNET_CHECK(train_source_->has_pixels(), "config key 'proxy_attention': the ", train_source_->kind(),
+                 " data source has no pixels (feature bags): there is nothing to mask");
+    const std::vector<std::string> kinds = method_->explanations();
+    std::string list;
+    for (const std::string& k : kinds) list += (list.empty() ? "" : ", ") + k;
+    IPSNET_CHECK(!kinds.empty(), "config key 'proxy_attention': method '", method_->name(),
+                 "' has no explanation map (methods with one: cnn (gradcam_pp, gradcam, cam), ips and ats "
+                 "(attention))");
+    proxy_kind_ = p.explain == "auto" ? kinds.front() : p.explain;
+    IPSNET_CHECK(std::find(kinds.begin(), kinds.end(), proxy_kind_) != kinds.end(),
+                 "config key 'proxy_attention.explain': method '", method_->name(), "' has no '", proxy_kind_,
+                 "' map (it has: ", list, ")");
+    IPSNET_CHECK(p.count <= n_train_, "config key 'proxy_attention.count': ", p.count,
+                 " worst examples requested, but the training set has only ", n_train_, " images");
+    proxy_source_ = std::make_unique<ProxyTrainSource>(*train_source_, n_base_, p.mode);
+  }
   std::vector<std::pair<std::string, Tensor>> params;
   for (const auto& it : model().named_parameters()) params.emplace_back(it.first, it.second);
   if (cfg_.optimizer == "sgd") {
@@ -182,6 +205,7 @@ void Trainer::setup(bool create_run_dir, bool eval_only) {
   schedule_.total_steps = steps_per_epoch() * cfg_.n_epoch;
   schedule_.kind = cfg_.lr_schedule;
   schedule_.steps_per_epoch = steps_per_epoch();
+  spe0_ = steps_per_epoch();
   schedule_.decrease_at = cfg_.decrease_lr_at;
   // Every rank starts from rank 0's weights; the trained parameters' gradients
   // are summed over the ranks in 8 MiB buckets while backward runs.
@@ -247,6 +271,55 @@ const data::DataSource& Trainer::source(const std::string& split) const {
 
 int64_t Trainer::steps_per_epoch() const { return (n_train_ + cfg_.B - 1) / cfg_.B; }
 
+const data::DataSource& Trainer::train_data() const {
+  IPSNET_CHECK(train_source_ != nullptr, "the training split is not open");
+  return proxy_source_ ? static_cast<const data::DataSource&>(*proxy_source_) : *train_source_;
+}
+
+data::DataSource& Trainer::train_data_mut() {
+  IPSNET_CHECK(train_source_ != nullptr, "the training split is not open");
+  return proxy_source_ ? static_cast<data::DataSource&>(*proxy_source_) : *train_source_;
+}
+
+int64_t Trainer::schedule_step() const {
+  if (!proxy_source_) return step_;
+  return epoch_ * spe0_ + batch_in_epoch_ * spe0_ / std::max<int64_t>(1, steps_per_epoch());
+}
+
+void Trainer::use_proxy_cycles(int64_t cycles) {
+  for (int64_t k = static_cast<int64_t>(proxy_stores_.size()) + 1; k <= cycles; ++k)
+    proxy_stores_.push_back(std::make_shared<const ProxyStore>(proxy_cycle_dir(run_dir_, k)));
+  proxy_stores_.resize(static_cast<size_t>(cycles));
+  std::vector<std::shared_ptr<const ProxyStore>> active;
+  if (cycles > 0) {
+    if (cfg_.proxy.clear_every_step)
+      active.push_back(proxy_stores_.back());
+    else
+      active = proxy_stores_;
+  }
+  proxy_source_->set_stores(active);
+  proxy_cycles_ = cycles;
+  n_train_ = proxy_source_->size();
+}
+
+void Trainer::run_proxy_cycle() {
+  const int64_t k = proxy_cycles_ + 1;
+  ProxyStepResult r = run_proxy_step(*method_, train_data(), n_base_, cfg_, proxy_kind_, device_, k, epoch_, run_dir_,
+                                     derive_seed(cfg_.seed, kProxy) + static_cast<uint64_t>(k), quiet_);
+  use_proxy_cycles(k);
+  log_line("proxy step " + std::to_string(k) + " after epoch " + std::to_string(epoch_) + " | " + proxy_kind_ +
+           " | " + std::to_string(r.changed) + " of " + std::to_string(r.candidates) + " " +
+           (cfg_.proxy.select == "misclassified" ? "misclassified" : "candidate") + " images changed (mean loss " +
+           fmt(r.mean_loss, 4) + ", " + fmt(100.0 * r.changed_pixels, 2) + " % of their pixels) | training set " +
+           std::to_string(n_train_) + " images | " + fmt(r.seconds, 1) + " s | " + r.dir);
+  std::ostringstream js;
+  js << "{\"epoch\": " << epoch_ << ", \"proxy_step\": " << k << ", \"explain\": \"" << proxy_kind_
+     << "\", \"candidates\": " << r.candidates << ", \"changed\": " << r.changed
+     << ", \"mean_loss\": " << fmt(r.mean_loss, 6) << ", \"changed_pixels\": " << fmt(r.changed_pixels, 6)
+     << ", \"train_images\": " << n_train_ << ", \"seconds\": " << fmt(r.seconds, 2) << "}\n";
+  append_file((fs::path(run_dir_) / "metrics.jsonl").string(), js.str());
+}
+
 std::vector<int64_t> Trainer::epoch_order(int64_t epoch) const {
   Generator g(derive_seed(cfg_.seed, kEpochOrder), static_cast<uint64_t>(epoch));
   return g.permutation(n_train_);
@@ -267,7 +340,7 @@ std::map<std::string, Tensor> Trainer::probabilities(const MethodOutput& out) co
   return p;
 }
 
-double Trainer::train_step(const std::vector<int64_t>& ids) { return train_step(prepare(*train_source_, ids)); }
+double Trainer::train_step(const std::vector<int64_t>& ids) { return train_step(prepare(train_data(), ids)); }
 
 double Trainer::train_step(std::unique_ptr<Batch> batch) {
   const std::vector<int64_t> ids = batch->ids();
@@ -290,7 +363,7 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
     dp_->begin_backward(0, n_global);
     dp_->end_backward();
   } else {
-  std::map<std::string, Tensor> targets = batch_targets(*train_source_, ids, cfg_.tasks);
+  std::map<std::string, Tensor> targets = batch_targets(batch->source(), ids, cfg_.tasks);
   for (auto& kv : targets) kv.second = kv.second.to(device_);
   // sync_batchnorm: the training pass's BatchNorm statistics over every rank's shard.
   BatchNormSyncGuard bn_sync(dp_->active() && cfg_.sync_batchnorm ? dp_.get() : nullptr);
@@ -320,7 +393,8 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
   }
   std::vector<Tensor> params = model().parameters();
   if (cfg_.grad_clip > 0) clip_grad_norm(params, cfg_.grad_clip);
-  optim_->step(schedule_.at(step_));
+  last_lr_ = schedule_.at(schedule_step());
+  optim_->step(last_lr_);
   ++step_;
   auto t2 = std::chrono::steady_clock::now();
   last_select_ms_ = elapsed_ms(t0, t1);
@@ -332,7 +406,7 @@ double Trainer::train_step(std::unique_ptr<Batch> batch) {
 
 EvalResult Trainer::evaluate(const std::string& split, const std::string& predictions_csv) {
   const data::DataSource& src = source(split);
-  const int64_t n = split == "train" ? n_train_ : n_eval_;
+  const int64_t n = split == "train" ? n_base_ : n_eval_;  // the split itself, without proxy images
   NoGradGuard ng;
   TrainModeGuard eval_mode(model(), false);
   EvalResult res;
@@ -463,8 +537,15 @@ void Trainer::write_epoch_metrics(int64_t epoch, const EvalResult& tr, const Eva
   std::string csv_path = (fs::path(run_dir_) / "metrics.csv").string();
   bool header = !fs::exists(csv_path);
   std::ostringstream csv, js;
-  if (header) csv << "epoch,split,task,loss,metric_name,metric,lr,seconds,images_per_s,peak_allocated_mib\n";
-  js << "{\"epoch\": " << epoch << ", \"lr\": " << lr << ", \"seconds\": " << fmt(seconds, 2)
+  // proxy_attention: each row says after how many proxy steps its epoch trained, on how many images.
+  const std::string proxy_cols = cfg_.proxy.enabled ? ",proxy_cycle,train_images" : "";
+  const std::string proxy_vals =
+      cfg_.proxy.enabled ? "," + std::to_string(proxy_cycles_) + "," + std::to_string(n_train_) : "";
+  if (header)
+    csv << "epoch,split,task,loss,metric_name,metric,lr,seconds,images_per_s,peak_allocated_mib" << proxy_cols << "\n";
+  js << "{\"epoch\": " << epoch << ", \"lr\": " << lr << ", \"seconds\": " << fmt(seconds, 2);
+  if (cfg_.proxy.enabled) js << ", \"proxy_cycle\": " << proxy_cycles_ << ", \"train_images\": " << n_train_;
+  js
      << ", \"train_images_per_s\": " << fmt(tr.images / std::max(seconds, 1e-9), 2)
      << ", \"peak_allocated_mib\": " << fmt(peak_mib, 1) << ", \"tasks\": {";
   bool first = true;
@@ -475,7 +556,7 @@ void Trainer::write_epoch_metrics(int64_t epoch, const EvalResult& tr, const Eva
       csv << epoch << "," << split << "," << t.name << "," << fmt(it->second.loss, 6) << "," << t.metric << ","
           << fmt(it->second.metric, 6) << "," << lr << "," << fmt(seconds, 2) << ","
           << fmt(r->images / std::max(r->seconds > 0 ? r->seconds : seconds, 1e-9), 2) << "," << fmt(peak_mib, 1)
-          << "\n";
+          << proxy_vals << "\n";
     }
     auto a = tr.tasks.find(t.name), b = te.tasks.find(t.name);
     js << (first ? "" : ", ") << "\"" << t.name << "\": {\"train_loss\": " << fmt(a != tr.tasks.end() ? a->second.loss : 0, 6)
@@ -490,13 +571,12 @@ void Trainer::write_epoch_metrics(int64_t epoch, const EvalResult& tr, const Eva
 }
 
 bool Trainer::fit() {
-  const int64_t spe = steps_per_epoch();
   if (!quiet_) {
     std::fprintf(stderr,
                  "ipsnet train: method %s on %lld train / %lld %s images (%s), M = %lld, I = %lld, B = %lld, %s "
                  "loading, device %s, %d threads\nrun directory: %s\n",
                  method_->name().c_str(), static_cast<long long>(n_train_), static_cast<long long>(n_eval_),
-                 cfg_.eval_split.c_str(), train_source_->describe().c_str(), static_cast<long long>(cfg_.M),
+                 cfg_.eval_split.c_str(), train_data().describe().c_str(), static_cast<long long>(cfg_.M),
                  static_cast<long long>(cfg_.I), static_cast<long long>(cfg_.B),
                  cfg_.eager ? (cfg_.B_seq < cfg_.B ? "eager sequential" : "eager") : "lazy", device_.str().c_str(),
                  num_threads(), run_dir_.c_str());
@@ -508,8 +588,22 @@ bool Trainer::fit() {
   // (Rank 0 looks; every rank takes part in the save.)
   if (dp_->sum(dp_->writer() && step_ == 0 && !fs::exists(last) ? 1.0 : 0.0) > 0) save_checkpoint(last);
   while (epoch_ < cfg_.n_epoch) {
+    // proxy_attention: the proxy steps due after the epochs done (a resumed
+    // run that stopped before one runs it now).
+    if (proxy_source_ && batch_in_epoch_ == 0) {
+      const std::vector<int64_t> due = cfg_.proxy.step_epochs();
+      while (proxy_cycles_ < static_cast<int64_t>(due.size()) && due[static_cast<size_t>(proxy_cycles_)] <= epoch_) {
+        run_proxy_cycle();
+        save_checkpoint(last);
+        if (should_stop()) {
+          log_line("interrupted: saved " + last + " (resume with `ipsnet train --resume " + run_dir_ + "`)");
+          return false;
+        }
+      }
+    }
+    const int64_t spe = steps_per_epoch();
     std::vector<int64_t> order = epoch_order(epoch_);
-    train_source_->set_epoch(epoch_);  // the epoch's augmentation (none is prepared ahead across epochs)
+    train_data_mut().set_epoch(epoch_);  // the epoch's augmentation (none is prepared ahead across epochs)
     reset_peak_memory(device_);
     auto t0 = std::chrono::steady_clock::now();
     Progress prog("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(cfg_.n_epoch), n_train_, !quiet_);
@@ -526,9 +620,9 @@ bool Trainer::fit() {
     std::future<std::unique_ptr<Batch>> next;
     for (int64_t bi = batch_in_epoch_; bi < spe; ++bi) {
       std::vector<int64_t> ids = batch_ids(bi);
-      std::unique_ptr<Batch> cur = next.valid() ? next.get() : prepare(*train_source_, ids);
+      std::unique_ptr<Batch> cur = next.valid() ? next.get() : prepare(train_data(), ids);
       if (cfg_.prefetch && bi + 1 < spe)
-        next = std::async(std::launch::async, [this, ids = batch_ids(bi + 1)] { return prepare(*train_source_, ids); });
+        next = std::async(std::launch::async, [this, ids = batch_ids(bi + 1)] { return prepare(train_data(), ids); });
       auto s0 = std::chrono::steady_clock::now();
       double lv = train_step(std::move(cur));
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
@@ -538,7 +632,7 @@ bool Trainer::fit() {
       prog.update(global_size(bi), "loss " + fmt(loss_acc / loss_n, 4));
       if (cfg_.log_every > 0 && step_ % cfg_.log_every == 0) {
         log_line("step " + std::to_string(step_) + " | loss " + fmt(lv, 4) + " | lr " +
-                 fmt(schedule_.at(step_ - 1), 7) + " | " +
+                 fmt(last_lr_, 7) + " | " +
                  fmt(ms, 1) + " ms (select " + fmt(last_select_ms_, 0) + ", train " + fmt(last_train_ms_, 0) +
                  ") | " + fmt(global_size(bi) * 1000.0 / ms, 1) + " img/s | peak " +
                  fmt(memory_stats(device_).peak_allocated_bytes / 1048576.0, 1) + " MiB");
@@ -563,7 +657,7 @@ bool Trainer::fit() {
       te = evaluate(cfg_.eval_split);
     tr.seconds = train_seconds;
     tr.images = n_train_;
-    double lr = schedule_.at(step_ - 1);
+    double lr = last_lr_;
     write_epoch_metrics(epoch_, tr, te, lr, train_seconds, peak_mib);
     history_.emplace_back(tr, te);
     std::ostringstream line;
@@ -634,6 +728,12 @@ void Trainer::save_checkpoint(const std::string& path) const {
   meta["batch_in_epoch"] = std::to_string(batch_in_epoch_);
   meta["step"] = std::to_string(step_);
   meta["optimizer_step"] = std::to_string(optim_->step_count());
+  if (cfg_.proxy.enabled) {
+    meta["proxy.cycles"] = std::to_string(proxy_cycles_);
+    std::ostringstream lr;
+    lr << std::setprecision(17) << last_lr_;
+    meta["last_lr"] = lr.str();
+  }
   std::ostringstream bm;
   bm << std::setprecision(17) << best_metric_;
   meta["best_metric"] = bm.str();
@@ -710,6 +810,16 @@ void Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
   if (with_optimizer) {
     std::vector<std::pair<std::string, Tensor>> st;
     for (const auto& it : optim) st.emplace_back(it.first, it.second.to(device_));
+    if (proxy_source_) {
+      // The proxy steps the checkpoint had done: their images from the run directory.
+      const int64_t cycles = num("proxy.cycles", 0, static_cast<int64_t>(cfg_.proxy.step_epochs().size()));
+      IPSNET_CHECK(run_dir_.empty() || cycles == 0 || fs::is_directory(proxy_cycle_dir(run_dir_, cycles)), "checkpoint '",
+                   path, "' was saved after proxy step ", cycles, " but '", proxy_cycle_dir(run_dir_, cycles),
+                   "' is missing (the run directory's proxy images were moved or deleted)");
+      if (!run_dir_.empty()) use_proxy_cycles(cycles);
+      auto it = f.metadata.find("last_lr");
+      if (it != f.metadata.end()) last_lr_ = std::strtod(it->second.c_str(), nullptr);
+    }
     const int64_t spe = steps_per_epoch();
     epoch_ = num("epoch", 0, cfg_.n_epoch);
     batch_in_epoch_ = num("batch_in_epoch", 0, epoch_ < cfg_.n_epoch ? spe : 0);
@@ -772,7 +882,12 @@ void Trainer::truncate_metrics() const {
         size_t p = line.find("\"epoch\": ");
         if (p != std::string::npos) e = std::strtoll(line.c_str() + p + 9, nullptr, 10);  // after `"epoch": `
       }
-      if (line.empty() || e > epoch_ || e < 1) {
+      int64_t ps = 0;  // a proxy step's row (metrics.jsonl)
+      if (!csv) {
+        size_t q = line.find("\"proxy_step\": ");
+        if (q != std::string::npos) ps = std::strtoll(line.c_str() + q + 14, nullptr, 10);
+      }
+      if (line.empty() || e > epoch_ || e < 1 || ps > proxy_cycles_) {
         changed = true;
         continue;
       }

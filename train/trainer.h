@@ -17,6 +17,7 @@
 #include "train/config.h"
 #include "train/data_parallel.h"
 #include "train/method.h"
+#include "train/proxy_attention.h"
 
 namespace ipsnet {
 namespace train {
@@ -96,6 +97,11 @@ class Trainer {
   void stop_after(int64_t steps) { stop_at_step_ = step_ + steps; }
   /// True when fit() stopped because of stop_after (not a signal).
   bool stopped_as_asked() const { return stop_at_step_ > 0 && step_ >= stop_at_step_; }
+  /// Proxy steps done so far (proxy_attention).
+  int64_t proxy_steps_done() const { return proxy_cycles_; }
+  /// The training set as the trainer draws batches from it: the training
+  /// split, or with proxy_attention the split with its proxy images.
+  const data::DataSource& train_data() const;
   /// The ranks of a data-parallel run (one process: a world of one).
   const DataParallel& data_parallel() const { return *dp_; }
 
@@ -140,6 +146,15 @@ class Trainer {
   /// Whether to stop now (a signal on any rank, or stop_after): agreed by all ranks.
   bool should_stop() const;
   int64_t steps_per_epoch() const;
+  data::DataSource& train_data_mut();
+  /// proxy_attention: runs the next proxy step and puts its images into the set.
+  void run_proxy_cycle();
+  /// The proxy set of the first `cycles` steps (their stores opened from the run directory).
+  void use_proxy_cycles(int64_t cycles);
+  /// The optimizer step the learning-rate schedule is read at: the step
+  /// itself, or with a proxy set that grew, the same fraction of the epoch on
+  /// the first epoch's step grid (so the schedule ends where it was planned).
+  int64_t schedule_step() const;
 
   Config cfg_;
   bool quiet_;
@@ -165,6 +180,14 @@ class Trainer {
   std::vector<std::pair<EvalResult, EvalResult>> history_;
   std::unique_ptr<DataParallel> dp_;  // made first in setup()
   int64_t stop_at_step_ = 0;          // 0: no planned stop
+  // proxy_attention (train/proxy_attention.h)
+  int64_t n_base_ = 0;                // training images of the split used (max_train)
+  int64_t spe0_ = 1;                  // steps per epoch of the split without proxies
+  std::unique_ptr<ProxyTrainSource> proxy_source_;
+  std::vector<std::shared_ptr<const ProxyStore>> proxy_stores_;  // cycle k at [k - 1]
+  int64_t proxy_cycles_ = 0;          // proxy steps done
+  std::string proxy_kind_;            // the explanation kind used
+  double last_lr_ = 0;                // the rate of the last optimizer step
 };
 
 }  // namespace train
