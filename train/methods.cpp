@@ -3,6 +3,9 @@
 // and one line in IPSNET_METHODS below.
 #include "train/method.h"
 
+#include "layers/mode_guard.h"
+#include "train/explain.h"
+
 #define IPSNET_METHODS(X)                                                                            \
   X(ips, "Iterative Patch Selection: score all patches without gradients, train on the top M")     \
   X(first_m, "baseline: the first M patches of the grid, no selection")                            \
@@ -37,8 +40,30 @@ Attention Method::attend(Batch&, bool, Generator&) {
   IPSNET_FAIL("method '", name(), "' cannot show where it looks");
 }
 
-Tensor Method::explain(Batch&, const std::string& kind, const std::string&, const std::vector<int64_t>&, Generator&) {
-  IPSNET_FAIL("method '", name(), "' has no explanation map '", kind, "'");
+// The default: "attention" (when explanations() lists it) is attend()'s score
+// of every instance spread over the pixels of its patches (train/explain.h);
+// the methods with gradient maps override explain().
+Tensor Method::explain(Batch& batch, const std::string& kind, const std::string&, const std::vector<int64_t>& classes,
+                       Generator& gen) {
+  check_explanation_kind(name(), explanations(), kind);
+  IPSNET_CHECK(kind == "attention", "method '", name(), "' lists explanation map '", kind,
+               "' but does not make it");
+  IPSNET_CHECK(static_cast<int64_t>(classes.size()) == batch.size(), "explain: ", classes.size(),
+               " classes given for ", batch.size(), " images");
+  const data::DataSource& src = batch.source();
+  const PatchGrid grid = src.grid(batch.ids()[0]);
+  for (int64_t id : batch.ids()) {
+    const PatchGrid g = src.grid(id);
+    IPSNET_CHECK(g.height == grid.height && g.width == grid.width, "explain: image ", id, " is ", g.height, "x",
+                 g.width, ", the batch's first ", grid.height, "x", grid.width, " (one map size per batch)");
+  }
+  NoGradGuard ng;
+  TrainModeGuard eval_mode(model(), false);
+  Attention a = attend(batch, /*all_scores=*/true, gen);
+  IPSNET_CHECK(a.all_scores.defined() && a.all_scores.dim() == 2 && a.all_scores.size(0) == batch.size(),
+               "method '", name(), "': attend gave no score for every instance of the ", batch.size(),
+               " images (a batch of several parts?)");
+  return spread_scores(a.all_scores, grid);
 }
 
 }  // namespace train

@@ -122,6 +122,10 @@ class ATSMethod : public Method {
   // ats_eval: topk), each cell's score the attention mass of the positions
   // whose centres it holds; all_scores: that mass for every cell (B, N).
   // (The attention over the positions themselves: ATSNet::attention.)
+  // The explanation map: the attention mass of every grid cell (attend's
+  // all_scores) spread over its pixels (Method::explain's default).
+  std::vector<std::string> explanations() const override { return {"attention"}; }
+
   Attention attend(Batch& batch, bool all_scores, Generator& gen) override {
     NoGradGuard ng;
     Tensor x_low = lowres(batch);

@@ -27,6 +27,9 @@ class FixedChoice : public IPSMethod {
     batch.selected_idx = idx.size() == 1 ? idx[0] : ops::cat(idx, 0);
   }
 
+  // Their choice is not an explanation: no maps (not IPS's "attention").
+  std::vector<std::string> explanations() const override { return {}; }
+
   Attention attend(Batch& batch, bool, Generator& gen) override {
     PatchSource& src = batch.part(0);
     Attention a;

@@ -14,6 +14,8 @@
 #include "engine/backend/device_select.h"
 #include "models/resnet.h"
 #include "models/safetensors.h"
+#include "layers/mode_guard.h"
+#include "train/explain.h"
 #include "train/images.h"
 #include "train/method.h"
 #include "train/methods/heads.h"
@@ -109,6 +111,25 @@ class CNNMethod : public Method {
     if (g.height != checked_h_ || g.width != checked_w_) check_memory(g.height, g.width);
     batch.selected_patches = read_images(batch.source(), batch.ids(), cfg_.cnn_scale, device_);
     batch.selected_idx = Tensor();
+  }
+
+  // Grad-CAM++, Grad-CAM and CAM of the encoder's last stage (train/explain.h)
+  // on the images read as select() reads them, resized to the full image.
+  std::vector<std::string> explanations() const override { return {"gradcam_pp", "gradcam", "cam"}; }
+
+  Tensor explain(Batch& batch, const std::string& kind, const std::string& task, const std::vector<int64_t>& classes,
+                 Generator&) override {
+    check_explanation_kind(name(), explanations(), kind);
+    auto head = net_->heads_.linear.find(task);
+    if (head == net_->heads_.linear.end()) {
+      std::string known;
+      for (const auto& kv : net_->heads_.linear) known += str_cat(known.empty() ? "" : ", ", kv.first);
+      IPSNET_FAIL("explain: unknown task '", task, "' (tasks: ", known, ")");
+    }
+    const PatchGrid g = batch.source().grid(batch.ids()[0]);
+    Tensor x = read_images(batch.source(), batch.ids(), cfg_.cnn_scale, device_);
+    TrainModeGuard eval_mode(*net_, false);
+    return cnn_explanation(*net_->resnet_, *head->second, x, kind, classes, g.height, g.width);
   }
 
   MethodOutput forward(Batch& batch, const std::map<std::string, Tensor>& targets) override {

@@ -25,6 +25,9 @@ class IPSMethod : public Method {
   /// The pass on the patches select() left in the batch.
   MethodOutput forward(Batch& batch, const std::map<std::string, Tensor>& targets) override;
   Attention attend(Batch& batch, bool all_scores, Generator& gen) override;
+  /// The patch scores of the selection's full pass spread over their pixels
+  /// (Method::explain's default).
+  std::vector<std::string> explanations() const override { return {"attention"}; }
   /// The selection options of the config (STKIM only in training unless mask_eval).
   IPSOptions options(bool training) const;
 
