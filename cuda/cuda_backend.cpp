@@ -36,6 +36,26 @@ void require_float32(const char* op, const Tensor& t) {
                dtype_name(t.dtype()), " (float64 math is CPU-only)");
 }
 
+bool devices_support_bf16() {
+  static const bool all = [] {
+    const int n = device_count();
+    if (n == 0) return false;
+    for (int d = 0; d < n; ++d) {
+      int major = 0;
+      if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+      }
+      if (major < 8) return false;
+    }
+    return true;
+  }();
+  return all;
+}
+
+bool CudaBackend::supports_bf16_gemm() const { return devices_support_bf16(); }
+bool CudaBackend::supports_bf16_conv() const { return devices_support_bf16(); }
+
 namespace {
 
 template <int K>

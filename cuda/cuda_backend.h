@@ -33,6 +33,13 @@ class CudaBackend : public Backend {
             const Tensor& a, int64_t lda, int64_t stride_a, const Tensor& b, int64_t ldb,
             int64_t stride_b, double beta, const Tensor& c, int64_t ldc, int64_t stride_c,
             int64_t batch) override;
+  // Mixed precision (cublas/gemm.cpp, cudnn/conv.cpp): where every visible
+  // device has compute capability 8.0 or newer (bfloat16 tensor cores).
+  bool supports_bf16_gemm() const override;
+  void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const Tensor& a, int64_t lda,
+                 int64_t stride_a, const Tensor& b, int64_t ldb, int64_t stride_b, const Tensor& c, int64_t ldc,
+                 int64_t stride_c, int64_t batch) override;
+  bool supports_bf16_conv() const override;
   void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                bool log) override;
   void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer,
@@ -96,6 +103,9 @@ CudaBackend& cuda_backend();
 /// returns the device index.
 int common_device(const char* op, std::initializer_list<const Tensor*> ts);
 void require_float32(const char* op, const Tensor& t);
+/// Whether every usable device has compute capability >= 8.0 (bfloat16
+/// tensor cores in cuBLAS and cuDNN); false without a device. Read once.
+bool devices_support_bf16();
 
 }  // namespace cuda
 }  // namespace ipsnet

@@ -8,7 +8,7 @@
 #   env         the GPU, the driver (new enough for CUDA 13), the libraries found, `ipsnet info`
 #   test_cuda   every CUDA test, which must report zero skipped (else the GPU was not used);
 #               per-test lines for top-k (NaNs, ties, three size regimes), the large pageable
-#               and pinned transfers and the IPS selection parity
+#               and pinned transfers, the IPS selection parity and bfloat16 (cuBLAS, cuDNN)
 #   sync        convolution, batch norm and the ResNet training step with IPSNET_CUDA_SYNC=1
 #   sanitizer   compute-sanitizer racecheck, synccheck and memcheck over the reduction,
 #               softmax, norm, top-k and indexing tests (skipped when too little time is left)
@@ -313,7 +313,9 @@ elif run_step test_cuda 150 $RESERVE_FIGURES env OMP_NUM_THREADS=$THREADS "$B/bi
   # One line each for the tests the issue names.
   for tn in CudaParity.TopkWithNansAndTiesInEachSizeRegime CudaParity.LargeTransfersPageableAndPinned \
             CudaParity.IpsSelectionSelectsTheSamePatches CudaParity.ConvAlgorithmSearchStaysOutOfThePeak \
-            CudaParity.ReductionsAtRealSizes CudaParity.IndexErrorsAreReportedAtTheNextSynchronisation; do
+            CudaParity.ReductionsAtRealSizes CudaParity.IndexErrorsAreReportedAtTheNextSynchronisation \
+            CudaParity.Bf16GemmThroughCublas CudaParity.Bf16MatmulAndLinearGradients \
+            CudaParity.Bf16ConvForwardBackwardDataAndFilter; do
     line=$(grep -E "^\[ +(OK|FAILED|SKIPPED) +\] $tn \(" "$L" | head -1)
     case "$line" in
       *"[       OK ]"*) st=PASS ;;

@@ -18,6 +18,7 @@ ConvAlgoKey ConvAlgoKey::make(ConvPass pass, int device, bool tf32, int64_t work
   k.pass = pass;
   k.device = device;
   k.tf32 = tf32;
+  k.bf16 = g.bf16;
   k.workspace_limit = workspace_limit;
   k.n = g.n; k.c = g.c; k.h = g.h; k.w = g.w; k.o = g.o; k.kh = g.kh; k.kw = g.kw;
   k.sh = g.sh; k.sw = g.sw; k.ph = g.ph; k.pw = g.pw; k.dh = g.dh; k.dw = g.dw;
@@ -25,7 +26,8 @@ ConvAlgoKey ConvAlgoKey::make(ConvPass pass, int device, bool tf32, int64_t work
 }
 
 bool ConvAlgoKey::operator==(const ConvAlgoKey& k) const {
-  return pass == k.pass && device == k.device && tf32 == k.tf32 && workspace_limit == k.workspace_limit &&
+  return pass == k.pass && device == k.device && tf32 == k.tf32 && bf16 == k.bf16 &&
+         workspace_limit == k.workspace_limit &&
          n == k.n && c == k.c && h == k.h && w == k.w && o == k.o && kh == k.kh && kw == k.kw && sh == k.sh &&
          sw == k.sw && ph == k.ph && pw == k.pw && dh == k.dh && dw == k.dw;
 }
@@ -39,7 +41,7 @@ size_t ConvAlgoKey::hash() const {
       hsh *= 1099511628211ull;
     }
   };
-  mix(static_cast<int64_t>(pass)); mix(device); mix(tf32 ? 1 : 0); mix(workspace_limit);
+  mix(static_cast<int64_t>(pass)); mix(device); mix(tf32 ? 1 : 0); mix(bf16 ? 1 : 0); mix(workspace_limit);
   for (int64_t v : {n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw}) mix(v);
   return static_cast<size_t>(hsh);
 }
@@ -47,7 +49,7 @@ size_t ConvAlgoKey::hash() const {
 std::string ConvAlgoKey::str() const {
   return str_cat(conv_pass_name(pass), " cuda:", device, " x (", n, ", ", c, ", ", h, ", ", w, ") w (", o, ", ",
                  c, ", ", kh, ", ", kw, ") s (", sh, ", ", sw, ") p (", ph, ", ", pw, ") d (", dh, ", ", dw, ")",
-                 tf32 ? " tf32" : "", " ws<=", workspace_limit);
+                 tf32 ? " tf32" : "", bf16 ? " bf16" : "", " ws<=", workspace_limit);
 }
 
 ConvAlgoList ConvAlgoCache::get(const ConvAlgoKey& key, const std::function<ConvAlgoList()>& compute) {

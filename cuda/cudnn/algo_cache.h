@@ -26,6 +26,7 @@ struct ConvAlgoKey {
   ConvPass pass = ConvPass::Forward;
   int device = 0;
   bool tf32 = false;
+  bool bf16 = false;  ///< bfloat16 operands (Conv2dGeometry::bf16 as run)
   int64_t workspace_limit = 0;
   int64_t n = 0, c = 0, h = 0, w = 0, o = 0, kh = 0, kw = 0;
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;

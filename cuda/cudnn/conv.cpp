@@ -21,12 +21,27 @@
 // each algorithm runs with the math type cuDNN reported for it.
 // Accumulate rule: y, dx, dweight, dbias are written (beta = 0); the bias is
 // then added to y (beta = 1).
+//
+// bfloat16 (Conv2dGeometry::bf16, precision: bf16 or selection_bf16, on
+// devices of compute capability >= 8.0): the same three passes with cuDNN's
+// bfloat16 configuration (x, w, y descriptors CUDNN_DATA_BFLOAT16, the
+// convolution's compute type CUDNN_DATA_FLOAT: float32 accumulation, tensor-op
+// math allowed and each algorithm run with the math type cuDNN reported). The
+// float32 operands are rounded to bfloat16 on the device into workspaces from
+// the caching allocator (cuda/kernels/bf16.cu); the legacy API writes its
+// output in the operands' type, so y, dx and dweight come back as bfloat16
+// and are widened to the float32 tensors (one extra rounding of each output,
+// relative 2^-8, as PyTorch's autocast has). The bias is added and dbias
+// summed in float32 from the float32 dy. bfloat16 is part of the algorithm
+// cache key, and its candidates are the GEMM-like algorithms only
+// (sums_exact_products below).
 #include <algorithm>
 #include <climits>
 #include <vector>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/cudnn/algo_cache.h"
+#include "cuda/kernels/kernels.h"
 #include "engine/backend/device_select.h"
 
 namespace ipsnet {
@@ -51,23 +66,33 @@ struct TensorDescriptor {
 };
 
 struct ConvDescriptors {
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  // x, y, w in the operands' type (float32 or bfloat16); y_f32 and bias are
+  // float32 (the bias add and dbias); y_f32 is y itself in float32.
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, y_f32_own = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
 
-  ConvDescriptors(const CudnnConvParams& p, bool tf32) {
+  ConvDescriptors(const CudnnConvParams& p, bool tf32, bool bf16) {
+    const cudnnDataType_t dt = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&x));
     IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&y));
     IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&bias));
     IPSNET_CUDA_CHECK(cudnnCreateFilterDescriptor(&w));
     IPSNET_CUDA_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p.n, p.c, p.h, p.w));
-    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p.n, p.o, p.ho, p.wo));
+    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, dt, p.n, p.c, p.h, p.w));
+    IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, dt, p.n, p.o, p.ho, p.wo));
     IPSNET_CUDA_CHECK(cudnnSetTensor4dDescriptor(bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, p.o, 1, 1));
-    IPSNET_CUDA_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, p.o, p.c, p.kh, p.kw));
+    IPSNET_CUDA_CHECK(cudnnSetFilter4dDescriptor(w, dt, CUDNN_TENSOR_NCHW, p.o, p.c, p.kh, p.kw));
+    if (bf16) {
+      IPSNET_CUDA_CHECK(cudnnCreateTensorDescriptor(&y_f32_own));
+      IPSNET_CUDA_CHECK(
+          cudnnSetTensor4dDescriptor(y_f32_own, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p.n, p.o, p.ho, p.wo));
+    }
+    // Compute type float in both: float32 accumulation (bfloat16 inputs).
     IPSNET_CUDA_CHECK(cudnnSetConvolution2dDescriptor(conv, p.ph, p.pw, p.sh, p.sw, p.dh, p.dw,
                                                       CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(
+        conv, bf16 ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)));
     // The output size cuDNN derives must be the one the op allocated.
     int on = 0, oc = 0, oh = 0, ow = 0;
     IPSNET_CUDA_CHECK(cudnnGetConvolution2dForwardOutputDim(conv, x, w, &on, &oc, &oh, &ow));
@@ -78,11 +103,49 @@ struct ConvDescriptors {
     if (conv) (void)cudnnDestroyConvolutionDescriptor(conv);
     if (w) (void)cudnnDestroyFilterDescriptor(w);
     if (bias) (void)cudnnDestroyTensorDescriptor(bias);
+    if (y_f32_own) (void)cudnnDestroyTensorDescriptor(y_f32_own);
     if (y) (void)cudnnDestroyTensorDescriptor(y);
     if (x) (void)cudnnDestroyTensorDescriptor(x);
   }
   ConvDescriptors(const ConvDescriptors&) = delete;
   ConvDescriptors& operator=(const ConvDescriptors&) = delete;
+  /// The float32 descriptor of y's shape (the bias add, dbias).
+  cudnnTensorDescriptor_t y_f32() const { return y_f32_own ? y_f32_own : y; }
+};
+
+/// The device operands of one cuDNN call: the float32 tensors themselves, or
+/// (bfloat16) rounded copies of the inputs and a bfloat16 buffer for the
+/// output, widened into the float32 output by finish().
+class ConvOperands {
+ public:
+  ConvOperands(CudaContext& ctx, bool bf16) : ctx_(ctx), bf16_(bf16) {}
+  /// An input of numel elements.
+  const void* in(const Tensor& t, int64_t numel) {
+    if (!bf16_) return t.data<float>();
+    bufs_.push_back(bf16_copy(ctx_, t.data<float>(), numel));
+    return bufs_.back().data();
+  }
+  /// The output (numel elements); with bf16 a scratch buffer until finish().
+  void* out(const Tensor& t, int64_t numel) {
+    out_ = t;
+    out_numel_ = numel;
+    if (!bf16_) return t.data<float>();
+    bufs_.emplace_back(*ctx_.allocator, static_cast<size_t>(numel) * kBf16Bytes);
+    out_buf_ = bufs_.back().data();
+    return out_buf_;
+  }
+  /// Widens the bfloat16 output into the float32 tensor (queued on the stream).
+  void finish() {
+    if (bf16_ && out_buf_) bf16_to_float_cuda(ctx_, out_buf_, out_.data<float>(), out_numel_);
+  }
+
+ private:
+  CudaContext& ctx_;
+  bool bf16_;
+  std::vector<ScopedDeviceBuffer> bufs_;
+  Tensor out_;
+  int64_t out_numel_ = 0;
+  void* out_buf_ = nullptr;
 };
 
 /// Successful results under the cap, in cuDNN's order (fastest first).
@@ -95,6 +158,36 @@ ConvAlgoList usable(const std::vector<Perf>& perf, int count, size_t cap) {
     out.push_back({static_cast<int>(r.algo), r.memory, static_cast<int>(r.mathType)});
   }
   return out;
+}
+
+/// Whether an algorithm sums exact products of the operands in its compute
+/// type (the GEMM-like ones). In bfloat16 only these are used: their error
+/// is the bound of tests/engine/test_bf16.cpp (products of two bfloat16
+/// values are exact in float32), while the FFT and Winograd algorithms
+/// transform the rounded operands first, with an error of their own.
+bool sums_exact_products(ConvPass pass, int algo) {
+  switch (pass) {
+    case ConvPass::Forward:
+      return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+             algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM || algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM ||
+             algo == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+    case ConvPass::BackwardData:
+      return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 || algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+    case ConvPass::BackwardFilter:
+      return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+             algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+  }
+  return false;
+}
+
+/// The bfloat16 key's candidates restricted to sums_exact_products (kept
+/// whole if none of them is one: running beats refusing).
+ConvAlgoList restrict_bf16(const ConvAlgoKey& key, ConvAlgoList l) {
+  if (!key.bf16) return l;
+  ConvAlgoList exact;
+  for (const ConvAlgoChoice& c : l)
+    if (sums_exact_products(key.pass, c.algo)) exact.push_back(c);
+  return exact.empty() ? l : exact;
 }
 
 size_t max_workspace(const ConvAlgoList& l) {
@@ -147,14 +240,14 @@ template <typename Perf, typename Get, typename Find>
 ConvAlgoList choose(const ConvAlgoKey& key, CudaContext& ctx, int max_count, size_t cap, Get&& get, Find&& find) {
   std::vector<Perf> perf(static_cast<size_t>(std::max(max_count, 1)));
   int returned = get(static_cast<int>(perf.size()), perf.data());
-  ConvAlgoList heuristic = usable(perf, returned, cap);
+  ConvAlgoList heuristic = restrict_bf16(key, usable(perf, returned, cap));
   IPSNET_CHECK(!heuristic.empty(), "cuDNN offers no ", conv_pass_name(key.pass), " algorithm within the ",
                cap >> 20, " MiB workspace cap for ", key.str());
   const size_t ws_bytes = max_workspace(heuristic);
   TimingWorkspace ws(ctx, ws_bytes);
   if (ws_bytes > 0 && !ws.data()) return heuristic;  // no room to time them: trust the heuristics
   returned = find(static_cast<int>(perf.size()), perf.data(), ws.data(), ws_bytes);
-  ConvAlgoList timed = usable(perf, returned, std::min(cap, ws_bytes));
+  ConvAlgoList timed = restrict_bf16(key, usable(perf, returned, std::min(cap, ws_bytes)));
   return timed.empty() ? heuristic : timed;
 }
 
@@ -171,7 +264,8 @@ void run_with_fallback(const ConvAlgoKey& key, CudaContext& ctx, const ConvDescr
         continue;  // out of memory even after emptying the cache: try a smaller workspace
       }
     }
-    if (key.tf32) IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(ch.math_type)));
+    if (key.tf32 || key.bf16)
+      IPSNET_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(ch.math_type)));
     run(ch.algo, ws.data(), ch.workspace);
     return;
   }
@@ -184,10 +278,19 @@ size_t workspace_cap() {
   return cap > 0 ? static_cast<size_t>(cap) : 0;
 }
 
+/// g with bf16 as it will run: asked for and supported (else float32, as the
+/// CPU backend does).
+Conv2dGeometry as_run(const Conv2dGeometry& g, bool supported) {
+  Conv2dGeometry r = g;
+  r.bf16 = g.bf16 && supported;
+  return r;
+}
+
 }  // namespace
 
 void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
-                                 const Conv2dGeometry& g) {
+                                 const Conv2dGeometry& geometry) {
+  const Conv2dGeometry g = as_run(geometry, supports_bf16_conv());
   const int dev = common_device("conv2d_forward", {&x, &weight, &bias, &y});
   for (const Tensor* t : {&x, &weight, &bias, &y}) require_float32("conv2d_forward", *t);
   if (g.n == 0 || g.o == 0 || g.ho == 0 || g.wo == 0) return;
@@ -201,8 +304,12 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& weight, const Te
   CudaContext& ctx = context(dev);
   const bool tf32 = backend_options().allow_tf32;
   const size_t cap = workspace_cap();
-  ConvDescriptors d(p, tf32);
+  ConvDescriptors d(p, tf32, g.bf16);
   const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::Forward, dev, tf32, static_cast<int64_t>(cap), g);
+  ConvOperands io(ctx, g.bf16);
+  const void* xp = io.in(x, g.n * g.c * g.h * g.w);
+  const void* wp = io.in(weight, g.o * g.c * g.kh * g.kw);
+  void* yp = io.out(y, g.n * g.o * g.ho * g.wo);
   ConvAlgoList list = conv_algo_cache().get(key, [&] {
     int max_count = 0;
     IPSNET_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &max_count));
@@ -215,24 +322,25 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& weight, const Te
         },
         [&](int n, cudnnConvolutionFwdAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
           int r = 0;
-          IPSNET_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, d.x, x.data<float>(), d.w,
-                                                                   weight.data<float>(), d.conv, d.y, y.data<float>(),
-                                                                   n, &r, perf, ws, ws_bytes));
+          IPSNET_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, d.x, xp, d.w, wp, d.conv, d.y, yp, n,
+                                                                   &r, perf, ws, ws_bytes));
           return r;
         });
   });
   const float one = 1.0f, zero = 0.0f;
   run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
-    IPSNET_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn, &one, d.x, x.data<float>(), d.w, weight.data<float>(), d.conv,
+    IPSNET_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn, &one, d.x, xp, d.w, wp, d.conv,
                                               static_cast<cudnnConvolutionFwdAlgo_t>(algo), ws, ws_bytes, &zero, d.y,
-                                              y.data<float>()));
+                                              yp));
   });
+  io.finish();
   if (bias.defined())
-    IPSNET_CUDA_CHECK(cudnnAddTensor(ctx.cudnn, &one, d.bias, bias.data<float>(), &one, d.y, y.data<float>()));
+    IPSNET_CUDA_CHECK(cudnnAddTensor(ctx.cudnn, &one, d.bias, bias.data<float>(), &one, d.y_f32(), y.data<float>()));
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, const Tensor& dx,
-                                       const Conv2dGeometry& g) {
+                                       const Conv2dGeometry& geometry) {
+  const Conv2dGeometry g = as_run(geometry, supports_bf16_conv());
   const int dev = common_device("conv2d_backward_data", {&dy, &weight, &dx});
   for (const Tensor* t : {&dy, &weight, &dx}) require_float32("conv2d_backward_data", *t);
   if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0) return;
@@ -242,8 +350,12 @@ void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, c
   CudaContext& ctx = context(dev);
   const bool tf32 = backend_options().allow_tf32;
   const size_t cap = workspace_cap();
-  ConvDescriptors d(p, tf32);
+  ConvDescriptors d(p, tf32, g.bf16);
   const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::BackwardData, dev, tf32, static_cast<int64_t>(cap), g);
+  ConvOperands io(ctx, g.bf16);
+  const void* dyp = io.in(dy, g.n * g.o * g.ho * g.wo);
+  const void* wp = io.in(weight, g.o * g.c * g.kh * g.kw);
+  void* dxp = io.out(dx, g.n * g.c * g.h * g.w);
   ConvAlgoList list = conv_algo_cache().get(key, [&] {
     int max_count = 0;
     IPSNET_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(ctx.cudnn, &max_count));
@@ -257,22 +369,23 @@ void CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& weight, c
         },
         [&](int n, cudnnConvolutionBwdDataAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
           int r = 0;
-          IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, d.w, weight.data<float>(), d.y,
-                                                                        dy.data<float>(), d.conv, d.x, dx.data<float>(),
-                                                                        n, &r, perf, ws, ws_bytes));
+          IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, d.w, wp, d.y, dyp, d.conv, d.x,
+                                                                        dxp, n, &r, perf, ws, ws_bytes));
           return r;
         });
   });
   const float one = 1.0f, zero = 0.0f;
   run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
-    IPSNET_CUDA_CHECK(cudnnConvolutionBackwardData(ctx.cudnn, &one, d.w, weight.data<float>(), d.y, dy.data<float>(),
-                                                   d.conv, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), ws,
-                                                   ws_bytes, &zero, d.x, dx.data<float>()));
+    IPSNET_CUDA_CHECK(cudnnConvolutionBackwardData(ctx.cudnn, &one, d.w, wp, d.y, dyp, d.conv,
+                                                   static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), ws, ws_bytes,
+                                                   &zero, d.x, dxp));
   });
+  io.finish();
 }
 
 void CudaBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
-                                         const Tensor& dbias, const Conv2dGeometry& g) {
+                                         const Tensor& dbias, const Conv2dGeometry& geometry) {
+  const Conv2dGeometry g = as_run(geometry, supports_bf16_conv());
   const int dev = common_device("conv2d_backward_weight", {&x, &dy, &dweight, &dbias});
   for (const Tensor* t : {&x, &dy, &dweight, &dbias}) require_float32("conv2d_backward_weight", *t);
   DeviceGuard guard(dev);
@@ -303,10 +416,14 @@ void CudaBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, cons
   const CudnnConvParams p = cudnn_conv_params(g);
   const bool tf32 = backend_options().allow_tf32;
   const size_t cap = workspace_cap();
-  ConvDescriptors d(p, tf32);
+  ConvDescriptors d(p, tf32, g.bf16);
   const float one = 1.0f, zero = 0.0f;
   if (dweight.defined()) {
     const ConvAlgoKey key = ConvAlgoKey::make(ConvPass::BackwardFilter, dev, tf32, static_cast<int64_t>(cap), g);
+    ConvOperands io(ctx, g.bf16);
+    const void* xp = io.in(x, g.n * g.c * g.h * g.w);
+    const void* dyp = io.in(dy, g.n * g.o * g.ho * g.wo);
+    void* dwp = io.out(dweight, g.o * g.c * g.kh * g.kw);
     ConvAlgoList list = conv_algo_cache().get(key, [&] {
       int max_count = 0;
       IPSNET_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(ctx.cudnn, &max_count));
@@ -320,21 +437,21 @@ void CudaBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, cons
           },
           [&](int n, cudnnConvolutionBwdFilterAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
             int r = 0;
-            IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                ctx.cudnn, d.x, x.data<float>(), d.y, dy.data<float>(), d.conv, d.w, dweight.data<float>(), n, &r,
-                perf, ws, ws_bytes));
+            IPSNET_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, d.x, xp, d.y, dyp, d.conv, d.w,
+                                                                            dwp, n, &r, perf, ws, ws_bytes));
             return r;
           });
     });
     run_with_fallback(key, ctx, d, list, [&](int algo, void* ws, size_t ws_bytes) {
-      IPSNET_CUDA_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, d.x, x.data<float>(), d.y, dy.data<float>(),
-                                                       d.conv, static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), ws,
-                                                       ws_bytes, &zero, d.w, dweight.data<float>()));
+      IPSNET_CUDA_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, d.x, xp, d.y, dyp, d.conv,
+                                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), ws,
+                                                       ws_bytes, &zero, d.w, dwp));
     });
+    io.finish();
   }
-  if (dbias.defined())
-    IPSNET_CUDA_CHECK(
-        cudnnConvolutionBackwardBias(ctx.cudnn, &one, d.y, dy.data<float>(), &zero, d.bias, dbias.data<float>()));
+  if (dbias.defined())  // float32 from the float32 dy, in either precision
+    IPSNET_CUDA_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn, &one, d.y_f32(), dy.data<float>(), &zero, d.bias,
+                                                   dbias.data<float>()));
 }
 
 }  // namespace cuda

@@ -110,5 +110,23 @@ void max_pool2d_backward_cuda(CudaContext& ctx, const float* dy, const int64_t* 
 /// dx (planes, hw) = dy (planes) / hw
 void avg_pool2d_global_backward_cuda(CudaContext& ctx, const float* dy, float* dx, int64_t planes, int64_t hw);
 
+// ---- bf16.cu (precision: bf16) ---------------------------------------------------
+/// Bytes of one bfloat16 element (the device buffers below hold __nv_bfloat16).
+constexpr size_t kBf16Bytes = 2;
+/// dst (batch, rows, cols), dense bfloat16 = src[b * stride + r * ld + c] rounded to nearest even.
+void float_to_bf16_cuda(CudaContext& ctx, const float* src, void* dst, int64_t batch, int64_t rows, int64_t cols,
+                        int64_t ld, int64_t stride);
+/// dst (n) float32 = src (n) bfloat16 (exact).
+void bf16_to_float_cuda(CudaContext& ctx, const void* src, float* dst, int64_t n);
+/// A dense bfloat16 copy of src (as float_to_bf16_cuda) in a workspace from the
+/// device's caching allocator (counted; returned on scope exit, stream order
+/// makes that safe while the kernels reading it are still queued).
+ScopedDeviceBuffer bf16_copy(CudaContext& ctx, const float* src, int64_t batch, int64_t rows, int64_t cols,
+                             int64_t ld, int64_t stride);
+/// The same for n contiguous floats.
+inline ScopedDeviceBuffer bf16_copy(CudaContext& ctx, const float* src, int64_t n) {
+  return bf16_copy(ctx, src, 1, 1, n, n, n);
+}
+
 }  // namespace cuda
 }  // namespace ipsnet

@@ -25,7 +25,8 @@ class NoGradGuard {
 /// ConvBf16Guard(true) lives, convolutions that record nothing for backward
 /// (float32, e.g. the IPS selection pass) run with bfloat16 inputs and weights
 /// and float32 accumulation and output, on backends that support it
-/// (Backend::supports_bf16_conv: the CPU with AVX512-BF16); elsewhere float32.
+/// (Backend::supports_bf16_conv: the CPU with AVX512-BF16, CUDA devices of
+/// compute capability 8.0 or newer); elsewhere float32.
 bool conv_bf16_enabled();
 class ConvBf16Guard {
  public:

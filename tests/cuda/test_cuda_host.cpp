@@ -221,6 +221,7 @@ TEST(ConvAlgoKey, EveryFieldMatters) {
   vary([](auto& k) { k.pass = cuda::ConvPass::BackwardFilter; });
   vary([](auto& k) { k.device = 1; });
   vary([](auto& k) { k.tf32 = true; });
+  vary([](auto& k) { k.bf16 = true; });
   vary([](auto& k) { k.workspace_limit = 1 << 20; });
   vary([](auto& k) { k.n = 9; });
   vary([](auto& k) { k.c = 4; });
@@ -237,6 +238,13 @@ TEST(ConvAlgoKey, EveryFieldMatters) {
   vary([](auto& k) { k.dw = 2; });
   EXPECT_EQ(hashes.size(), variants.size() + 1) << "hash collisions between neighbouring keys";
   EXPECT_NE(base.str().find("forward"), std::string::npos);
+  // The geometry's precision reaches the key: bfloat16 and float32 choices differ.
+  Conv2dGeometry gb = g;
+  gb.bf16 = true;
+  const auto kb = cuda::ConvAlgoKey::make(cuda::ConvPass::Forward, 0, false, 1 << 30, gb);
+  EXPECT_TRUE(kb.bf16);
+  EXPECT_FALSE(kb == base);
+  EXPECT_NE(kb.str().find(" bf16"), std::string::npos) << kb.str();
 }
 
 TEST(ConvAlgoCache, ComputesOncePerKey) {

@@ -8,11 +8,15 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
 
+#include "engine/autograd/grad_mode.h"
 #include "engine/backend/device_select.h"
 #include "engine/engine.h"
 #include "models/ips_net.h"
@@ -690,6 +694,192 @@ TEST(CudaParity, ResNetTrainingStep) {
     EXPECT_TRUE(testing::all_close(pg.items()[i].second.grad().to(Device::cpu()), pc.items()[i].second.grad(), 2e-3,
                                    2e-3));
   }
+}
+
+
+// ---- bfloat16 (precision: bf16) on cuBLAS and cuDNN --------------------------
+// The GPU's bfloat16 results against the CPU's float32 ones, element by
+// element, within the bound tests/engine/test_bf16.cpp justifies: with
+// u = 2^-8 (bfloat16's rounding), products of two rounded operands are exact
+// in float32 and off by at most (2u + u^2) |a b| each, so an output is off by
+// at most t S with t = 2u + u^2 + 2 K 2^-24 (the float32 accumulation of both
+// sides), S the same op on |operands| and K its longest reduction. cuDNN's
+// legacy API writes its bfloat16 outputs in bfloat16 (widened afterwards),
+// one more rounding: t + u (1 + t) for convolutions. The results must also
+// differ from float32 somewhere, else the bfloat16 path did not run.
+
+#define IPSNET_REQUIRE_CUDA_BF16()                                                                          \
+  do {                                                                                                      \
+    IPSNET_REQUIRE_CUDA();                                                                                  \
+    if (!backend_for(kGpu).supports_bf16_gemm() || !backend_for(kGpu).supports_bf16_conv())                 \
+      GTEST_SKIP() << "no CUDA device of compute capability >= 8.0 (bfloat16 tensor cores) for the bf16 " \
+                      "tests";                                                                              \
+  } while (0)
+
+::testing::AssertionResult bf16_within(const Tensor& got, const Tensor& fp32, const Tensor& bound, int64_t K,
+                                       bool rounded_output, const std::string& what) {
+  const double u = std::ldexp(1.0, -8);
+  double tol = 2 * u + u * u + 2.0 * double(K) * std::ldexp(1.0, -24);
+  if (rounded_output) tol += u * (1 + tol);
+  std::vector<float> a = got.to(Device::cpu()).contiguous().to_vector<float>(),
+                     b = fp32.contiguous().to_vector<float>(), s = bound.contiguous().to_vector<float>();
+  if (a.size() != b.size() || a.size() != s.size()) return ::testing::AssertionFailure() << what << ": sizes differ";
+  double max_diff = 0, worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - double(b[i]));
+    const double lim = tol * double(s[i]) * 1.0001 + 1e-30;
+    max_diff = std::max(max_diff, d);
+    worst = std::max(worst, d / lim);
+    if (!(d <= lim))
+      return ::testing::AssertionFailure() << what << "[" << i << "]: cuda bf16 " << a[i] << " vs cpu fp32 " << b[i]
+                                           << ", |diff| " << d << " > bound " << lim;
+  }
+  if (max_diff == 0)
+    return ::testing::AssertionFailure() << what << ": bf16 equals fp32 exactly (the bfloat16 path did not run)";
+  std::printf("[ bf16 bound ] %s: max |diff| %.3g, worst diff/bound %.3f\n", what.c_str(), max_diff, worst);
+  return ::testing::AssertionSuccess();
+}
+
+struct Bf16Run {
+  Tensor y;                   // on the CPU
+  std::vector<Tensor> grads;  // on the CPU
+};
+
+/// y = f(inputs) on `dev` and the gradients of sum(y * r), under
+/// PrecisionGuard(bf16); abs: |inputs| and |r| (the bound's problem).
+Bf16Run run_bf16(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs,
+                 const Tensor& r, Device dev, bool bf16, bool abs) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : inputs) {
+    Tensor c = (abs ? ops::abs(t) : t.clone()).to(dev).detach();
+    c.set_requires_grad(true);
+    in.push_back(c);
+  }
+  Bf16Run out;
+  PrecisionGuard precision(bf16);
+  Tensor y = f(in);
+  ops::sum(ops::mul(y, (abs ? ops::abs(r) : r).to(dev))).backward();
+  out.y = y.detach().to(Device::cpu());
+  for (const Tensor& t : in) out.grads.push_back(t.grad().to(Device::cpu()));
+  return out;
+}
+
+TEST(CudaParity, Bf16GemmThroughCublas) {
+  IPSNET_REQUIRE_CUDA_BF16();
+  Backend& cpu = backend_for(Device::cpu());
+  Backend& gpu = backend_for(kGpu);
+  const int64_t m = 37, n = 29, k = 300, batch = 3, pad = 5;
+  uint64_t seed = 120;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (int layout = 0; layout < 3; ++layout) {  // 0 batched dense, 1 padded rows, 2 A shared (stride 0)
+        SCOPED_TRACE(str_cat("ta ", ta, " tb ", tb, " layout ", layout));
+        const int64_t lda = (ta ? m : k) + (layout == 1 ? pad : 0), ldb = (tb ? k : n) + (layout == 1 ? pad : 0);
+        const int64_t span_a = (ta ? k : m) * lda, span_b = (tb ? n : k) * ldb;
+        const int64_t stride_a = layout == 2 ? 0 : span_a, stride_b = span_b, stride_c = m * n;
+        Tensor a = randf({layout == 2 ? span_a : batch * span_a}, seed++);
+        Tensor b = randf({batch * span_b}, seed++);
+        Tensor c_fp = Tensor::empty({batch * m * n}), c_abs = Tensor::empty({batch * m * n});
+        cpu.gemm(ta, tb, m, n, k, 1.0, a, lda, stride_a, b, ldb, stride_b, 0.0, c_fp, n, stride_c, batch);
+        cpu.gemm(ta, tb, m, n, k, 1.0, ops::abs(a), lda, stride_a, ops::abs(b), ldb, stride_b, 0.0, c_abs, n,
+                 stride_c, batch);
+        Tensor c_gpu = Tensor::full({batch * m * n}, 7.0, DType::Float32, kGpu);
+        gpu.gemm_bf16(ta, tb, m, n, k, a.to(kGpu), lda, stride_a, b.to(kGpu), ldb, stride_b, c_gpu, n, stride_c,
+                      batch);
+        EXPECT_TRUE(bf16_within(c_gpu, c_fp, c_abs, k, false, str_cat("gemm_bf16 ta ", ta, " tb ", tb, " layout ",
+                                                                      layout)));
+      }
+    }
+  }
+  // k == 0 writes zeros, as the float32 gemm.
+  Tensor c0 = Tensor::full({4, 5}, 7.0, DType::Float32, kGpu);
+  gpu.gemm_bf16(false, false, 4, 5, 0, Tensor::empty({1}, DType::Float32, kGpu), 1, 0,
+                Tensor::empty({5}, DType::Float32, kGpu), 5, 0, c0, 5, 0, 1);
+  EXPECT_TRUE(testing::all_close(c0.to(Device::cpu()), Tensor::zeros({4, 5}), 0, 0));
+}
+
+TEST(CudaParity, Bf16MatmulAndLinearGradients) {
+  IPSNET_REQUIRE_CUDA_BF16();
+  using F = std::function<Tensor(const std::vector<Tensor>&)>;
+  struct Case {
+    std::string name;
+    F f;
+    std::vector<Tensor> inputs;
+    int64_t K;
+    std::vector<size_t> float32_grads;  // gradients that are float32 sums, not products
+  };
+  std::vector<Case> cases = {
+      {"linear", [](auto& v) { return ops::linear(v[0], v[1], v[2]); },
+       {randf({6, 10, 96}, 130), randf({40, 96}, 131), randf({40}, 132)}, 96, {2}},  // K: 96, 40, 60
+      {"batched matmul", [](auto& v) { return ops::matmul(v[0], v[1]); },
+       {randf({3, 17, 64}, 133), randf({3, 64, 23}, 134)}, 64, {}},  // K: 64, 23, 17
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Generator gen(17, 0);
+    const Tensor y_shape = c.f(c.inputs);
+    Tensor r = Tensor::randn(y_shape.shape(), gen);
+    Bf16Run fp = run_bf16(c.f, c.inputs, r, Device::cpu(), false, false);
+    Bf16Run bound = run_bf16(c.f, c.inputs, r, Device::cpu(), false, true);
+    Bf16Run bf = run_bf16(c.f, c.inputs, r, kGpu, true, false);
+    EXPECT_TRUE(bf16_within(bf.y, fp.y, bound.y, c.K, false, c.name + " forward"));
+    for (size_t i = 0; i < c.inputs.size(); ++i) {
+      if (std::find(c.float32_grads.begin(), c.float32_grads.end(), i) != c.float32_grads.end()) {
+        EXPECT_TRUE(testing::all_close(bf.grads[i], fp.grads[i], 1e-4, 1e-5)) << c.name << " input " << i;
+      } else {
+        EXPECT_TRUE(bf16_within(bf.grads[i], fp.grads[i], bound.grads[i], c.K, false,
+                                c.name + " gradient of input " + std::to_string(i)));
+      }
+    }
+  }
+}
+
+TEST(CudaParity, Bf16ConvForwardBackwardDataAndFilter) {
+  IPSNET_REQUIRE_CUDA_BF16();
+  using F = std::function<Tensor(const std::vector<Tensor>&)>;
+  struct Case {
+    std::string name;
+    F f;
+    std::vector<Tensor> inputs;
+    int64_t K;  // the longest reduction of y, dx, dweight
+  };
+  std::vector<Case> cases = {
+      // K: forward C kh kw = 216, dx O kh kw <= 144, dweight N ho wo = 2 * 10 * 9.
+      {"conv2d bias stride", [](auto& v) { return ops::conv2d(v[0], v[1], v[2], {2, 1}, {1, 1}); },
+       {randf({2, 24, 19, 9}, 140), randf({16, 24, 3, 3}, 141), randf({16}, 142)}, 216},
+      // forward 16 * 9 = 144, dx 24 * 9, dweight 1 * 12 * 12
+      {"conv2d dilated", [](auto& v) { return ops::conv2d(v[0], v[1], Tensor(), {1, 1}, {2, 2}, {2, 2}); },
+       {randf({1, 16, 12, 12}, 143), randf({24, 16, 3, 3}, 144)}, 216},
+      // 1x1: forward 64, dx 32, dweight 3 * 8 * 8 = 192
+      {"conv2d 1x1", [](auto& v) { return ops::conv2d(v[0], v[1], Tensor(), {1, 1}, {0, 0}); },
+       {randf({3, 64, 8, 8}, 145), randf({32, 64, 1, 1}, 146)}, 192},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Generator gen(17, 0);
+    const Tensor y_shape = c.f(c.inputs);
+    Tensor r = Tensor::randn(y_shape.shape(), gen);
+    Bf16Run fp = run_bf16(c.f, c.inputs, r, Device::cpu(), false, false);
+    Bf16Run bound = run_bf16(c.f, c.inputs, r, Device::cpu(), false, true);
+    Bf16Run bf = run_bf16(c.f, c.inputs, r, kGpu, true, false);
+    EXPECT_TRUE(bf16_within(bf.y, fp.y, bound.y, c.K, true, c.name + " forward"));
+    EXPECT_TRUE(bf16_within(bf.grads[0], fp.grads[0], bound.grads[0], c.K, true, c.name + " backward data"));
+    EXPECT_TRUE(bf16_within(bf.grads[1], fp.grads[1], bound.grads[1], c.K, true, c.name + " backward filter"));
+    if (c.inputs.size() > 2) {  // dbias: a float32 sum of dy in either precision
+      EXPECT_TRUE(testing::all_close(bf.grads[2], fp.grads[2], 1e-4, 1e-5)) << c.name << " bias gradient";
+    }
+  }
+  // Inference under ConvBf16Guard (selection_bf16) takes the same path.
+  Tensor x = randf({2, 24, 19, 9}, 140), w = randf({16, 24, 3, 3}, 141);
+  Tensor y_fp = ops::conv2d(x, w, Tensor(), {1, 1}, {1, 1});
+  Tensor y_abs = ops::conv2d(ops::abs(x), ops::abs(w), Tensor(), {1, 1}, {1, 1});
+  Tensor y_gpu;
+  {
+    NoGradGuard ng;
+    ConvBf16Guard bf16(true);
+    y_gpu = ops::conv2d(x.to(kGpu), w.to(kGpu), Tensor(), {1, 1}, {1, 1});
+  }
+  EXPECT_TRUE(bf16_within(y_gpu, y_fp, y_abs, 216, true, "conv2d inference under ConvBf16Guard"));
 }
 
 }  // namespace
