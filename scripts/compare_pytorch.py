@@ -17,6 +17,11 @@ warm-up. Peak resident memory = VmHWM over the measured steps (reset with
 /proc/self/clear_refs after the warm-up, the same in both processes).
 ipsnet runs with its exact shortcuts off, then on (zero-patch dedup + BN
 folding), and also in lazy mode.
+--precision bf16 (issue 17): ipsnet with `precision: bf16`, PyTorch with its
+CPU autocast to bfloat16 (`torch.autocast('cpu', dtype=torch.bfloat16)`
+around the selection's and the training pass's forward, as a user of a
+bf16-capable CPU would run it); --precision both runs float32 and bf16 side
+by side in one run.
 Needs Debian's python3-torch (use /usr/bin/python3).
 """
 import argparse
@@ -173,7 +178,8 @@ def pos_enc(torch, n, D):
     return pe.float()
 
 
-def run_pytorch(args, npy_path):
+def run_pytorch(args, npy_path, bf16=False):
+    import contextlib
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -205,12 +211,15 @@ def run_pytorch(args, npy_path):
         x = x.unfold(2, p, p).unfold(3, p, p)  # (B, 1, nr, nc, p, p)
         return x.permute(0, 2, 3, 1, 4, 5).reshape(B, N, 1, p, p).contiguous()
 
+    def amp():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     def step():
         patches = load_batch()
         enc, transf = net.encoder, net.transf
         # ---- IPS selection: no grad, eval mode ----
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             perm = torch.randperm(N)
             patches_s = patches[:, perm]
             pos_s = pos[perm]
@@ -234,11 +243,12 @@ def run_pytorch(args, npy_path):
         # ---- training pass ----
         net.train()
         opt.zero_grad()
-        emb = enc(sel.reshape(-1, 1, p, p)).view(B, M, D) + pos[mem_idx]
-        tok = transf(emb)
+        with amp():
+            emb = enc(sel.reshape(-1, 1, p, p)).view(B, M, D) + pos[mem_idx]
+            tok = transf(emb)
         loss = 0
         for k, (t, _, act) in enumerate(tasks):
-            logits = net.output_layers[t](tok[:, k])
+            logits = net.output_layers[t](tok[:, k].float())
             if act == "softmax":
                 loss = loss + F.cross_entropy(logits, targets[t])
             else:
@@ -256,7 +266,8 @@ def run_pytorch(args, npy_path):
         times.append(time.perf_counter() - t0)
     sec = sum(times) / len(times)
     return {"s_per_step": sec, "img_per_s": B / sec, "peak_rss": peak_rss_bytes(), "N": N,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "label": f"PyTorch {torch.__version__} " + ("(autocast bf16)" if bf16 else "(eager)")}
 
 
 def run_ipsnet(args, label, extra):
@@ -266,7 +277,7 @@ def run_ipsnet(args, label, extra):
            "--set", f"M={args.M}", "--set", f"I={args.I}", "--set", f"patch_size={args.patch}",
            "--set", f"patch_stride={args.patch}", "--side", str(args.side), "--steps", str(args.steps),
            f"--benchmark_out={out}", "--benchmark_out_format=json"] + extra
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), IPSNET_BENCH_DATA=args.data_root)
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     with open(out) as f:
@@ -291,36 +302,50 @@ def main():
     ap.add_argument("--data-root", default=os.environ.get("IPSNET_BENCH_DATA", "/tmp/ipsnet_bench_data"))
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--skip-lazy", action="store_true")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32",
+                    help="fp32; bf16: ipsnet precision=bf16 against PyTorch's CPU autocast; both: side by side")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     # ipsnet first: it generates the dataset (<data-root>/<side>-n<max(B,16)>) on first use.
-    runs = [run_ipsnet(args, "ipsnet eager, shortcuts off", ["--mode", "eager", "--shortcuts", "off"]),
-            run_ipsnet(args, "ipsnet eager, shortcuts on", ["--mode", "eager", "--shortcuts", "on"])]
-    if not args.skip_lazy:
-        runs.append(run_ipsnet(args, "ipsnet lazy, shortcuts on", ["--mode", "lazy", "--shortcuts", "on"]))
+    runs = []
+    for prec in precisions:
+        tag = " bf16" if prec == "bf16" else ""
+        extra = ["--set", "precision=bf16"] if prec == "bf16" else []
+        runs.append(run_ipsnet(args, f"ipsnet{tag} eager, shortcuts off", ["--mode", "eager", "--shortcuts", "off"] + extra))
+        runs[-1]["precision"] = prec
+        runs.append(run_ipsnet(args, f"ipsnet{tag} eager, shortcuts on", ["--mode", "eager", "--shortcuts", "on"] + extra))
+        runs[-1]["precision"] = prec
+        if not args.skip_lazy:
+            runs.append(run_ipsnet(args, f"ipsnet{tag} lazy, shortcuts on", ["--mode", "lazy", "--shortcuts", "on"] + extra))
+            runs[-1]["precision"] = prec
     data_dir = os.path.join(args.data_root, f"{args.side}-n{max(args.B, 16)}")
     npy_dir = data_dir + "-npy"
     if not os.path.exists(os.path.join(npy_dir, "train.npy")):
         subprocess.run([args.ipsnet, "export-npy", "--force", data_dir, npy_dir], check=True,
                        stdout=subprocess.DEVNULL)
-    torch_res = run_pytorch(args, os.path.join(npy_dir, "train.npy"))
+    torch_res = {prec: run_pytorch(args, os.path.join(npy_dir, "train.npy"), bf16=prec == "bf16")
+                 for prec in precisions}
 
     load = os.getloadavg()
-    print(f"\nconfig: B {args.B}, N {torch_res['N']}, M {args.M}, I {args.I}, patch {args.patch}, "
+    any_torch = torch_res[precisions[0]]
+    print(f"\nconfig: B {args.B}, N {any_torch['N']}, M {args.M}, I {args.I}, patch {args.patch}, "
           f"ResNet-18 (2 stages), D 128, 4 tasks; {args.threads} threads; {args.steps} measured steps; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"{'run':34s} {'s/step':>8s} {'img/s':>8s} {'peak alloc MiB':>15s} {'peak RSS MiB':>13s}")
-    print(f"{'PyTorch ' + torch_res['torch'] + ' (eager)':34s} {torch_res['s_per_step']:8.3f} "
-          f"{torch_res['img_per_s']:8.2f} {'-':>15s} {torch_res['peak_rss'] / 2**20:13.1f}")
+    for prec in precisions:
+        t = torch_res[prec]
+        print(f"{t['label']:34s} {t['s_per_step']:8.3f} {t['img_per_s']:8.2f} {'-':>15s} {t['peak_rss'] / 2**20:13.1f}")
     for r in runs:
         print(f"{r['label']:34s} {r['s_per_step']:8.3f} {r['img_per_s']:8.2f} {r['peak_alloc'] / 2**20:15.1f} "
               f"{r['peak_rss'] / 2**20:13.1f}")
-    print("\nratios against PyTorch (images/s: higher is better; memory: lower is better)")
+    print("\nratios against PyTorch in the same precision (images/s: higher is better; memory: lower is better)")
     for r in runs:
-        print(f"  {r['label']:34s} speed x{r['img_per_s'] / torch_res['img_per_s']:.2f}   "
-              f"peak alloc / PyTorch RSS {r['peak_alloc'] / torch_res['peak_rss']:.3f}   "
-              f"RSS / PyTorch RSS {r['peak_rss'] / torch_res['peak_rss']:.3f}")
+        t = torch_res[r["precision"]]
+        print(f"  {r['label']:34s} speed x{r['img_per_s'] / t['img_per_s']:.2f}   "
+              f"peak alloc / PyTorch RSS {r['peak_alloc'] / t['peak_rss']:.3f}   "
+              f"RSS / PyTorch RSS {r['peak_rss'] / t['peak_rss']:.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"pytorch": torch_res, "ipsnet": runs, "threads": args.threads, "load": load}, f, indent=1)
