@@ -48,7 +48,8 @@ std::string error_of(const std::function<void()>& f) {
 // method cnn's network with its parameter names (encoder.*, output_layers.majority.0.*).
 struct GoldenCnn : Module {
   GoldenCnn(int64_t in_ch, Generator& gen) : Module("GoldenCnn") {
-    resnet = register_module("encoder", std::make_shared<ResNet>(ResNetOptions().depth(18).in_channels(in_ch).n_res_blocks(2), gen));
+    resnet = register_module(
+        "encoder", std::make_shared<ResNet>(ResNetOptions().depth(18).in_channels(in_ch).n_res_blocks(2), gen));
     heads = train::make_task_heads({{"majority", 0, "softmax", "accuracy", 10}}, resnet->out_channels(), gen);
     register_module("output_layers", heads.module);
   }
@@ -107,7 +108,8 @@ TEST(Explain, GradCamFormulasOnAGradientThatVariesOverSpace) {
   EXPECT_TRUE(c.result());
   // By hand, one channel of one pixel pair: g = (0.5, 0), A = (1, 3):
   // a = 0.25 / (0.5 + 4 * 0.125 + 1e-6), a = 0 where g == 0; w = 0.5 a.
-  Tensor a1 = Tensor::from_vector<double>({1, 3}, {1, 1, 1, 2}), g1 = Tensor::from_vector<double>({0.5, 0}, {1, 1, 1, 2});
+  Tensor a1 = Tensor::from_vector<double>({1, 3}, {1, 1, 1, 2});
+  Tensor g1 = Tensor::from_vector<double>({0.5, 0}, {1, 1, 1, 2});
   EXPECT_NEAR(train::gradcam_pp_weights(a1, g1).item(), 0.5 * 0.25 / (1.0 + 1e-6), 1e-15);
   EXPECT_NEAR(train::gradcam_weights(g1).item(), 0.25, 1e-15);
   // A negative gradient contributes nothing to Grad-CAM++.
@@ -147,7 +149,8 @@ TEST(Explain, SpreadScoresByHand) {
   EXPECT_FLOAT_EQ(at(5, 3), 0.0f);   // uncovered: the minimum score
   EXPECT_FLOAT_EQ(at(2, 7), 0.0f);   // uncovered
   for (size_t i = 48; i < 96; ++i) EXPECT_EQ(m[i], 0.0f) << "all-equal scores must give an all-0 map";
-  EXPECT_NE(error_of([&] { train::spread_scores(Tensor::zeros({1, 5}), g); }).find("must be (B, 6)"), std::string::npos);
+  EXPECT_NE(error_of([&] { train::spread_scores(Tensor::zeros({1, 5}), g); }).find("must be (B, 6)"),
+            std::string::npos);
 }
 
 // ---- the methods' maps end to end -----------------------------------------------
@@ -229,7 +232,8 @@ TEST(Explain, CnnMapsLeaveTheModelAsItWas) {
   // at its largest cell (84x84 -> 11x11 cells, enlarged about 15x: the
   // interpolated maximum is within a few % of it).
   std::vector<float> cam = maps["cam"].to_vector<float>();
-  for (int64_t b = 0; b < 4; ++b) EXPECT_GT(*std::max_element(cam.begin() + b * H * W, cam.begin() + (b + 1) * H * W), 0.8f);
+  for (int64_t b = 0; b < 4; ++b)
+    EXPECT_GT(*std::max_element(cam.begin() + b * H * W, cam.begin() + (b + 1) * H * W), 0.8f) << b;
   EXPECT_GT(max_abs_diff(maps["cam"], maps["gradcam_pp"]), 1e-3) << "the kinds must differ";
   // The same call again gives the same map; under no-grad and bf16 it still runs.
   {
@@ -337,7 +341,8 @@ TEST(Explain, MethodsWithoutMapsSayItInOneLine) {
     train::Batch batch(t.source("train"), {0, 1}, Device::cpu(), false, 2);
     Generator gen(0);
     const std::string m = error_of([&] { t.method().explain(batch, "attention", "majority", {0, 1}, gen); });
-    EXPECT_NE(m.find("method '" + method + "' has no explanation map 'attention' (it has none)"), std::string::npos) << m;
+    EXPECT_NE(m.find("method '" + method + "' has no explanation map 'attention' (it has none)"), std::string::npos)
+        << m;
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;
   }
   TempDir out;
