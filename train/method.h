@@ -75,8 +75,10 @@ class Method {
   virtual std::vector<std::string> explanations() const { return {}; }
   /// Where the prediction of class classes[b] of task `task` comes from in
   /// image b of `batch`: (B, H, W) float32 on the CPU, at the full size of the
-  /// stored images (grid(i).height x width), min-max normalised to [0, 1] per
-  /// image (an all-equal map is all 0). Runs in eval mode; takes gradients
+  /// stored images (grid(i).height x width), in [0, 1] per image: min-max
+  /// normalised (an all-equal map is all 0; a CNN map is normalised on its
+  /// feature grid and then enlarged, so its extremes come close to 0 and 1,
+  /// as pytorch-grad-cam's). Runs in eval mode; takes gradients
   /// internally where the kind needs them (Grad-CAM) and leaves the
   /// parameters' gradients as they were. Throws one line for a kind not in
   /// explanations().
