@@ -4,6 +4,7 @@
 #include "engine/autograd/grad_mode.h"
 #include "engine/autograd/node.h"
 #include "engine/ops/ops.h"
+#include "engine/tensor/bf16.h"
 
 namespace ipsnet {
 
@@ -71,6 +72,28 @@ SavedTensor::SavedTensor(const Tensor& t) {
   version_ = t.storage()->version();
 }
 
+SavedTensor SavedTensor::bf16(const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::Float32 || !bf16_storage_supported(t.device()) || !t.is_contiguous() ||
+      t.offset() != 0 || t.nbytes() != t.storage()->nbytes() || t.nbytes() == 0)
+    return SavedTensor(t);
+  const auto& st = t.storage();
+  if (st->recompute && st->version() == st->recompute_version) return SavedTensor(t);
+  SavedTensor s;
+  s.bf16_ = true;
+  s.shape_ = t.shape();
+  s.dtype_ = DType::Float32;
+  std::shared_ptr<Storage> copy = st->bf16_copy.lock();
+  if (copy && st->bf16_copy_version == st->version() && copy->nbytes() * 2 == st->nbytes()) {
+    s.t_ = Tensor(std::make_shared<TensorImpl>(copy, t.shape(), contiguous_strides(t.shape()), 0, DType::BFloat16));
+  } else {
+    s.t_ = t.detach().to(DType::BFloat16);
+    st->bf16_copy = s.t_.storage();
+    st->bf16_copy_version = st->version();
+  }
+  s.version_ = s.t_.storage()->version();
+  return s;
+}
+
 namespace {
 void check_saved_version(const Storage& st, uint64_t saved, const char* node_name) {
   IPSNET_CHECK(st.version() == saved, node_name,
@@ -93,6 +116,7 @@ Tensor SavedTensor::unpack(const char* node_name) const {
   }
   if (!t_.defined()) return t_;
   check_saved_version(*t_.storage(), version_, node_name);
+  if (bf16_) return t_.to(DType::Float32);
   return t_;
 }
 

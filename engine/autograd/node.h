@@ -70,6 +70,17 @@ class SavedTensor {
  public:
   SavedTensor() = default;
   SavedTensor(const Tensor& t);  // NOLINT: implicit on purpose
+  /// Saves t as a bfloat16 copy (precision: bf16; engine/tensor/bf16.h), for
+  /// a backward that reads t only through bfloat16 products or its sign:
+  /// unpack returns a fresh float32 tensor of the rounded values, alive only
+  /// while the caller holds it. Applies when t is a float32 tensor on a device
+  /// with bfloat16 storage that spans its whole contiguous storage and carries
+  /// no valid recipe (a recipe is cheaper still); otherwise it is SavedTensor(t).
+  /// Every save of the same storage at the same version shares one copy. The
+  /// copy is taken now, so later in-place changes of t do not reach backward.
+  static SavedTensor bf16(const Tensor& t);
+  /// True when this holds a bfloat16 copy.
+  bool is_bf16() const { return bf16_; }
   Tensor unpack(const char* node_name) const;
   void reset() {
     t_ = Tensor();
@@ -87,6 +98,7 @@ class SavedTensor {
   std::weak_ptr<Storage> weak_;
   Shape shape_;
   DType dtype_ = DType::Float32;
+  bool bf16_ = false;
 };
 
 struct AutogradMeta {

@@ -243,7 +243,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
     node->need_b = wants_grad(bias);
     node->dtype = x.dtype();
     node->device = x.device();
-    if (node->need_w) node->x = SavedTensor(xc);
+    // Under precision: bf16 the weight gradient rounds x to bfloat16 anyway:
+    // an intermediate x is kept in bfloat16 (the same result, half the bytes).
+    if (node->need_w) node->x = g.bf16 && x.grad_fn() ? SavedTensor::bf16(xc) : SavedTensor(xc);
     if (node->need_x) node->weight = SavedTensor(wc);
     set_history(y, node, {x, weight, bias});
   }
@@ -282,6 +284,19 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   IPSNET_CHECK(eps > 0, "batch_norm: eps must be positive, got ", eps);
   Backend& be = backend_for(x.device());
   Tensor xc = x.detach().contiguous();
+  // precision: bf16 (as PyTorch's autocast, where the convolution's output is
+  // bfloat16 and BatchNorm reads it): a recorded BatchNorm of an intermediate
+  // float32 x normalises x rounded to bfloat16 and keeps only that bfloat16
+  // copy for backward (and for the recipe of batch_norm_relu), so backward and
+  // recomputation see exactly the forward's input.
+  SavedTensor saved_x;
+  const bool record = any_requires_grad({&x, &gamma, &beta});
+  if (record && precision_bf16_enabled() && x.grad_fn() && be.supports_bf16_conv()) {
+    saved_x = SavedTensor::bf16(xc);
+    xc = saved_x.unpack("batch_norm");
+  } else if (record) {
+    saved_x = SavedTensor(xc);
+  }
   Tensor gc = detached_contiguous(gamma), bc = detached_contiguous(beta);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean, rstd;
@@ -321,7 +336,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     }
   }
   if (relu) be.unary(math::UnaryOp::Relu, y, y, 0.0);
-  if (any_requires_grad({&x, &gamma, &beta})) {
+  if (record) {
     auto node = std::make_shared<BatchNormBackward>();
     node->geom = g;
     node->x_shape = x.shape();
@@ -334,13 +349,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     const bool recomputed = relu && recompute;
     // x is read for dgamma, and for dx only with batch statistics; the
     // recomputed ReLU mask reads it too.
-    if (node->need_gamma || (training && node->need_x) || recomputed) node->x = SavedTensor(xc);
+    if (node->need_gamma || (training && node->need_x) || recomputed) node->x = saved_x;
     if (node->need_x) node->gamma = SavedTensor(gc);
     node->mean = SavedTensor(mean);
     node->rstd = SavedTensor(rstd);
     if (recomputed) {
       auto recipe = std::make_shared<BatchNormReluRecompute>();
-      recipe->x = SavedTensor(xc);
+      recipe->x = saved_x;
       recipe->gamma = SavedTensor(gc);
       recipe->beta = SavedTensor(bc);
       if (!training) {
@@ -352,7 +367,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
       set_recompute(y, recipe);
       node->recipe = recipe;
     } else if (relu) {
-      node->out = SavedTensor(y);
+      // Backward reads only the sign of y (the ReLU mask): kept in bfloat16
+      // under precision: bf16 (see ops::relu).
+      node->out = saved_x.is_bf16() ? SavedTensor::bf16(y) : SavedTensor(y);
     }
     set_history(y, node, {x, gamma, beta});
   }

@@ -84,7 +84,15 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0) {
     // Ops whose derivative is a constant need nothing saved.
     bool needs_nothing = op == UnaryOp::Neg || op == UnaryOp::AddScalar || op == UnaryOp::MulScalar ||
                          op == UnaryOp::RSubScalar;
-    if (!needs_nothing) n->saved = SavedTensor(n->uses_output ? y : xc);
+    // ReLU's backward reads only the sign of its output: under precision: bf16
+    // it is kept in bfloat16 (shared with the next convolution, which keeps
+    // the same tensor in bfloat16 for its weight gradient). Rounding keeps
+    // every sign and zero; only outputs in (0, 2^-134] (float32 subnormals)
+    // round to zero and lose their gradient.
+    const bool bf16_mask = op == UnaryOp::Relu && precision_bf16_enabled() &&
+                           backend_for(x.device()).supports_bf16_conv();
+    if (!needs_nothing)
+      n->saved = n->uses_output ? (bf16_mask ? SavedTensor::bf16(y) : SavedTensor(y)) : SavedTensor(xc);
     set_history(y, n, {x});
   }
   return y;

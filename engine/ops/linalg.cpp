@@ -161,8 +161,11 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
     node->a_shape = a.shape();
     node->b_shape = b.shape();
     node->bf16 = precision_bf16_enabled();
-    if (node->need_b) node->a = SavedTensor(a);
-    if (node->need_a) node->b = SavedTensor(b);
+    // Under precision: bf16 the gradient products round the saved operands to
+    // bfloat16 anyway: intermediate operands are kept in bfloat16.
+    const bool bf16 = use_bf16(backend_for(a.device()), a);
+    if (node->need_b) node->a = bf16 && a_in.grad_fn() ? SavedTensor::bf16(a) : SavedTensor(a);
+    if (node->need_a) node->b = bf16 && b_in.grad_fn() ? SavedTensor::bf16(b) : SavedTensor(b);
     Tensor ua = squeeze_a ? a_in.unsqueeze(0) : a_in;
     Tensor ub = squeeze_b ? b_in.unsqueeze(1) : b_in;
     set_history(res, node, {ua, ub});

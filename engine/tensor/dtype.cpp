@@ -9,6 +9,7 @@ size_t dtype_size(DType t) {
     case DType::Float32: return 4;
     case DType::Float64: return 8;
     case DType::Int64: return 8;
+    case DType::BFloat16: return 2;
   }
   return 0;
 }
@@ -18,6 +19,7 @@ const char* dtype_name(DType t) {
     case DType::Float32: return "float32";
     case DType::Float64: return "float64";
     case DType::Int64: return "int64";
+    case DType::BFloat16: return "bfloat16";
   }
   return "?";
 }

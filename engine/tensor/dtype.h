@@ -7,7 +7,10 @@
 namespace ipsnet {
 
 /// Element types: float32 and int64 on every device, float64 on the CPU (gradient checks).
-enum class DType : uint8_t { Float32, Float64, Int64 };
+/// BFloat16 is storage only (saved activations under precision: bf16,
+/// engine/tensor/bf16.h): tensors of it can be allocated, converted to and from
+/// float32, copied and moved between devices; every other op refuses it.
+enum class DType : uint8_t { Float32, Float64, Int64, BFloat16 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -54,6 +57,7 @@ Device parse_device(const std::string& s);
       case ::ipsnet::DType::Float32: { using scalar_t = float; return __VA_ARGS__(); } \
       case ::ipsnet::DType::Float64: { using scalar_t = double; return __VA_ARGS__(); } \
       case ::ipsnet::DType::Int64: { using scalar_t = int64_t; return __VA_ARGS__(); } \
+      case ::ipsnet::DType::BFloat16: break;                                          \
     }                                                                                 \
-    IPSNET_FAIL(NAME, ": unknown dtype");                                             \
+    IPSNET_FAIL(NAME, ": ", ::ipsnet::dtype_name(dtype), " is storage only (convert it to float32 first)");                                             \
   }()

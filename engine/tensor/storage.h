@@ -30,6 +30,11 @@ class Storage {
   /// the version equals recompute_version.
   std::shared_ptr<const Recompute> recompute;
   uint64_t recompute_version = 0;
+  /// A bfloat16 copy of this storage's contents saved for backward
+  /// (SavedTensor::bf16), shared by every node that saves this storage while
+  /// the version equals bf16_copy_version; expires with its last saver.
+  std::weak_ptr<Storage> bf16_copy;
+  uint64_t bf16_copy_version = 0;
 
  private:
   void* data_ = nullptr;

@@ -17,6 +17,7 @@
 #include "engine/math/convert.h"
 #include "engine/math/philox.h"
 #include "engine/math/rows.h"
+#include "engine/tensor/bf16.h"
 
 namespace ipsnet {
 
@@ -24,6 +25,22 @@ using cpu::parallel_for;
 using cpu::kGrain;
 
 void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  if (src.dtype() == DType::BFloat16 || dst.dtype() == DType::BFloat16) {
+    // Storage-only bfloat16: a contiguous copy, or a conversion from or to float32.
+    IPSNET_CHECK(src.is_contiguous() && dst.is_contiguous() && src.numel() == dst.numel() &&
+                     (src.dtype() == dst.dtype() || src.dtype() == DType::Float32 || dst.dtype() == DType::Float32),
+                 "copy: ", dtype_name(src.dtype()), " ", shape_str(src.shape()), " to ", dtype_name(dst.dtype()), " ",
+                 shape_str(dst.shape()), ": bfloat16 is storage only, expected contiguous bfloat16 <-> bfloat16 or "
+                 "float32");
+    const int64_t n = src.numel();
+    if (src.dtype() == dst.dtype())
+      std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
+    else if (dst.dtype() == DType::BFloat16)
+      float_to_bf16_cpu(static_cast<const float*>(src.raw_data()), static_cast<uint16_t*>(dst.raw_data()), n);
+    else
+      bf16_to_float_cpu(static_cast<const uint16_t*>(src.raw_data()), static_cast<float*>(dst.raw_data()), n);
+    return;
+  }
   IPSNET_DISPATCH_ALL(src.dtype(), "copy", [&] {
     using S = scalar_t;
     IPSNET_DISPATCH_ALL(dst.dtype(), "copy", [&] {
