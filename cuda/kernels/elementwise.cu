@@ -53,8 +53,9 @@ void dispatch_cuda_dtype(DType t, const char* what, F&& f) {
     case DType::Float32: f(float{}); return;
     case DType::Float64: f(double{}); return;
     case DType::Int64: f(int64_t{}); return;
+    case DType::BFloat16: break;
   }
-  IPSNET_FAIL(what, ": unknown dtype");
+  IPSNET_FAIL(what, ": ", dtype_name(t), " is storage only on CUDA (no bfloat16 kernels)");
 }
 
 // ---- unary ---------------------------------------------------------------------
