@@ -10,12 +10,14 @@
 #include <filesystem>
 
 #include "data/megapixel_mnist.h"
+#include "data/resize.h"
 #include "models/ats.h"
 #include "models/safetensors.h"
 #include "tests/models/golden_util.h"
 #include "tests/testing/gradcheck.h"
 #include "tests/train/tiny_data.h"
 #include "train/images.h"
+#include "train/proxy_attention.h"
 #include "train/trainer.h"
 
 namespace ipsnet {
@@ -344,6 +346,36 @@ TEST(MethodAts, ReadsTheStoredLowResolutionView) {
   EXPECT_EQ(at.all_scores.shape(), Shape({1, 36}));
   EXPECT_EQ(at.idx.shape(), Shape({1, 4}));
   EXPECT_NEAR(ops::sum(at.all_scores).item(), 1.0, 1e-5);
+}
+
+// Proxy Attention on ATS (issue 16): its attention explains, and a proxy
+// image's low-resolution view is made from the proxy's own pixels (area
+// averaged to the stored view's size), not read from the original's.
+TEST(MethodAts, ProxyAttentionMakesTheProxiesOwnViews) {
+  TempDir out;
+  train::Config c = method_config("ats", tiny_ats().dir, out.path, "n_patches: 4\nmax_train: 16\n");
+  c.n_epoch = 2;
+  c.proxy.enabled = true;
+  c.proxy.schedule = {1, train::ProxyAttentionConfig::kProxyStep, 1};
+  c.proxy.select = "highest_loss";
+  c.proxy.count = 3;
+  c.proxy.threshold = 0.5;
+  c.proxy.replace = "zero";
+  train::Trainer t(c, true);
+  ASSERT_TRUE(t.fit());
+  const data::DataSource& set = t.train_data();
+  ASSERT_EQ(set.size(), 16 + 3);
+  const PatchGrid g = set.grid(16);
+  const auto [h, w] = set.lowres_size(16);
+  std::vector<float> img(static_cast<size_t>(g.height * g.width)), view(static_cast<size_t>(h * w)),
+      want(view.size()), orig(view.size());
+  set.read_image(16, img.data());
+  set.read_lowres(16, view.data());
+  data::resize_area(img.data(), g.height, g.width, want.data(), h, w);
+  EXPECT_EQ(view, want);
+  train::ProxyStore store(train::proxy_cycle_dir(out.path + "/run", 1));
+  t.source("train").read_lowres(store.origin(0), orig.data());
+  EXPECT_NE(view, orig);  // zeroed pixels: the view changed with them
 }
 
 TEST(MethodAts, ScaleOnTheFlyAndTopkEvaluation) {
