@@ -4,7 +4,11 @@ selection on a trained checkpoint: runs `ipsnet eval` twice on the same
 images and compares the selected patches and the predictions.
 
     python3 scripts/bf16_agreement.py --checkpoint RUN/checkpoint_best.safetensors
-        [--data DIR] [--ipsnet build/apps/ipsnet] [--max-images 0]
+        [--data DIR] [--ipsnet build/apps/ipsnet] [--max-images 0] [--key selection_bf16|precision]
+
+--key precision compares `precision: bf16` (the selection's and the pass's
+convolutions and matrix products in bfloat16, issue 17) with `precision:
+fp32`, both with selection_bf16 off; the default compares selection_bf16.
 
 Prints per run the eval time and the metrics, then: the mean overlap of the
 selected sets (|A and B| / M per image), the fraction of images whose
@@ -20,8 +24,12 @@ import tempfile
 
 
 def run_eval(a, bf16, out_csv):
+    if a.key == "precision":
+        sets = ["--set", "selection_bf16=false", "--set", "precision=" + ("bf16" if bf16 else "fp32")]
+    else:
+        sets = ["--set", "selection_bf16=" + ("true" if bf16 else "false")]
     cmd = [a.ipsnet, "eval", "--checkpoint", a.checkpoint, "--predictions", out_csv, "--quiet",
-           "--max-images", str(a.max_images), "--set", "selection_bf16=" + ("true" if bf16 else "false")]
+           "--max-images", str(a.max_images)] + sets
     if a.data:
         cmd += ["--data", a.data]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -43,6 +51,8 @@ def main():
     ap.add_argument("--data", default="")
     ap.add_argument("--ipsnet", default=os.path.join(root, "build", "apps", "ipsnet"))
     ap.add_argument("--max-images", type=int, default=0)
+    ap.add_argument("--key", choices=["selection_bf16", "precision"], default="selection_bf16",
+                    help="what is switched to bfloat16: selection_bf16 (default) or precision")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
