@@ -92,7 +92,8 @@ void reset_peak_rss() {
 }
 
 // ---------------------------------------------------------------------------
-// The analytic peak-memory model (docs/memory_model.md). Float32 throughout.
+// The analytic peak-memory model (docs/memory_model.md). Float32, except the
+// activations precision: bf16 saves in bfloat16 (bf16 below).
 
 struct ModelInput {
   int64_t params = 0;       // P trainable + buffer elements
@@ -110,6 +111,7 @@ struct ModelInput {
   double encoded_fraction = 1.0;
   int64_t feature_dim = 0;  // > 0: the "features" encoder
   bool recompute = true;    // ResNet::set_recompute (recompute_activations)
+  bool bf16 = false;        // precision: bf16 with bfloat16 saved activations
 };
 
 int64_t conv_out(int64_t s, int64_t k, int64_t st, int64_t p) { return (s + 2 * p - k) / st + 1; }
@@ -167,9 +169,13 @@ void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_
     s = so;
     c = c_out;
   }
-  *saved_bytes = 4.0 * saved;
+  // precision: bf16 keeps everything but the patch (a leaf) and the int64
+  // pool indices in bfloat16; a node widens its saved input to float32 for
+  // its own backward (at the transient above: layer2's first conv1, a2).
+  const double kept32 = a_in + (in.recompute ? 0.0 : 2 * a2);
+  *saved_bytes = in.bf16 ? 4.0 * kept32 + 2.0 * (saved - kept32) : 4.0 * saved;
   *nograd_bytes = 4.0 * (a_in + 2 * a1);
-  *bwd_transient = 4.0 * 2 * a2;
+  *bwd_transient = 4.0 * (2 * a2 + (in.bf16 ? a2 : 0.0));
   *stem_bytes = in.recompute ? 4.0 * (a_in + 3 * a1) : 0.0;
 }
 
@@ -318,6 +324,7 @@ void run_image(benchmark::State& state, ImageRun run) {
   mi.blocks_per_stage = cfg.enc_type == "resnet34" ? 3 : 2;
   mi.encoded_fraction = enc_frac;
   mi.recompute = cfg.recompute_activations;
+  mi.bf16 = cfg.precision == "bf16" && dev.is_cpu() && backend_for(dev).supports_bf16_conv();
   ModelTerms mt = memory_model(mi);
   const double measured = static_cast<double>(ms.peak_allocated_bytes);
   state.counters["peak_alloc"] = measured;
@@ -745,12 +752,19 @@ void probe_encoder(int64_t n, int64_t patch) {
   Tensor x = Tensor::rand({n, 1, patch, patch}, g);  // (n, 1, h, w)
   net.train();
   double nograd = 0;
-  for (bool recompute : {false, true}) {
+  const bool have_bf16 = backend_for(Device::cpu()).supports_bf16_conv();
+  for (int variant = 0; variant < (have_bf16 ? 3 : 2); ++variant) {
+    // float32 without and with recomputation; precision: bf16 with it.
+    const bool recompute = variant > 0, bf16 = variant == 2;
     net.set_recompute(recompute);
     net.zero_grad();
     const double base = static_cast<double>(memory_stats().allocated_bytes);
     reset_peak_memory();
-    Tensor y = net.forward(x);
+    Tensor y;
+    {
+      PrecisionGuard precision(bf16);
+      y = net.forward(x);
+    }
     MemoryStats f = memory_stats();
     Tensor loss = ops::sum(y);
     y = Tensor();
@@ -760,12 +774,14 @@ void probe_encoder(int64_t n, int64_t patch) {
     ModelInput mi;
     mi.patch = patch;
     mi.recompute = recompute;
+    mi.bf16 = bf16;
     double saved = 0, bwd = 0, stem = 0;
     resnet_per_patch(mi, &saved, &nograd, &bwd, &stem);
     const double kib = 1024.0 * static_cast<double>(n);
-    std::printf("probe %lld patches of %lld, recompute %s: after forward %.1f KiB/patch (model saved %.1f), forward "
+    std::printf("probe %lld patches of %lld, recompute %s%s: after forward %.1f KiB/patch (model saved %.1f), forward "
                 "peak %.1f KiB/patch, backward peak %.1f KiB/patch (model %.1f)\n",
                 static_cast<long long>(n), static_cast<long long>(patch), recompute ? "on" : "off",
+                bf16 ? ", precision bf16" : "",
                 (static_cast<double>(f.allocated_bytes) - base) / kib, saved / 1024.0,
                 (static_cast<double>(f.peak_allocated_bytes) - base) / kib,
                 (static_cast<double>(b.peak_allocated_bytes) - base) / kib, std::max(saved + bwd, stem) / 1024.0);
