@@ -34,7 +34,10 @@ int run_train(const std::vector<std::string>& args) {
   p.set_epilog(
       "The effective configuration is printed at start and saved as RUN_DIR/config.yaml; metrics go to\n"
       "RUN_DIR/metrics.csv and metrics.jsonl, checkpoints to RUN_DIR/checkpoint_{last,best}.safetensors.\n"
-      "Ctrl-C or SIGTERM saves a resumable checkpoint (a second one leaves at once). Example:\n"
+      "Ctrl-C or SIGTERM saves a resumable checkpoint (a second one leaves at once).\n"
+      "Proxy Attention (docs/proxy_attention.md): a proxy_attention: section, e.g.\n"
+      "  --set 'method=cnn;n_epoch=6;proxy_attention={schedule: [3, p, 3]}', adds proxy steps whose images\n"
+      "go to RUN_DIR/proxy/cycle_<k>/ (images.npy, origin.csv, sheet.png). Example:\n"
       "  ipsnet train --config configs/quickstart.yaml --data data/mm500");
   if (!p.parse(args)) return 0;
   // The first SIGINT/SIGTERM finishes the step and saves a checkpoint; a second
