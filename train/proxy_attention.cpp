@@ -418,6 +418,11 @@ ProxyStepResult run_proxy_step(Method& method, const data::DataSource& train, in
   IPSNET_CHECK(free_bytes < 0 || static_cast<double>(bytes) * 1.05 + 1048576.0 <= static_cast<double>(free_bytes),
                "proxy step ", step, ": its ", n_pick, " proxy images need ", human_bytes(static_cast<double>(bytes)),
                " but '", parent, "' has ", human_bytes(static_cast<double>(free_bytes)), " free");
+  // A step killed (SIGKILL, power) while writing left its temporary: the run
+  // directory is locked by this run, so it can go.
+  const std::string stale = fs::path(res.dir).filename().string() + ".tmp-";
+  for (const auto& e : fs::directory_iterator(parent, ec))
+    if (e.path().filename().string().rfind(stale, 0) == 0) fs::remove_all(e.path(), ec);
   TempDirectory tmp(res.dir, /*force=*/true);
   int64_t H0 = 0, W0 = 0;
   if (!cand.empty()) {
