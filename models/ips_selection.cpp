@@ -157,7 +157,15 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
   const int64_t B = src.batch(), N = src.num_patches(), M = opt.M, I = opt.I;
   IPSNET_CHECK(M >= 1 && I >= 1, "ips: M and I must be >= 1, got M = ", M, ", I = ", I);
   IPSNet::SelectionScope scope(net, opt.fold_bn);
-  ConvBf16Guard bf16(opt.bf16);
+  // precision: bf16 selects as selection_bf16 does: the encoder's
+  // convolutions in bfloat16, everything else (the projection, the scores
+  // that rank the candidates) in float32. Those are a few (M + I) x D
+  // products per image, nothing next to the encoder; with them in bf16 too,
+  // rounding swapped near-ties and changed 6.3 % of the quickstart's
+  // selected sets (scripts/bf16_agreement.py --key precision, BENCHMARKS.md).
+  const bool conv_bf16 = opt.bf16 || precision_bf16_enabled();
+  PrecisionGuard fp32_rest(false);
+  ConvBf16Guard bf16(conv_bf16);
   SelectionResult res;
   ZeroEmbedding zero_emb;
   zero_emb.enabled = opt.dedup_zero;

@@ -27,7 +27,8 @@ def run_eval(a, bf16, out_csv):
     if a.key == "precision":
         sets = ["--set", "selection_bf16=false", "--set", "precision=" + ("bf16" if bf16 else "fp32")]
     else:
-        sets = ["--set", "selection_bf16=" + ("true" if bf16 else "false")]
+        # precision fp32 in both: a checkpoint trained with precision: bf16 keeps it in its config
+        sets = ["--set", "precision=fp32", "--set", "selection_bf16=" + ("true" if bf16 else "false")]
     cmd = [a.ipsnet, "eval", "--checkpoint", a.checkpoint, "--predictions", out_csv, "--quiet",
            "--max-images", str(a.max_images)] + sets
     if a.data:

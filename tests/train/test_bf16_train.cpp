@@ -7,6 +7,8 @@
 
 #include "engine/autograd/grad_mode.h"
 #include "tests/train/tiny_data.h"
+#include "train/batch.h"
+#include "train/methods/ips.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -66,6 +68,34 @@ TEST(PrecisionBf16Train, OneStepCloseToFloat32) {
   EXPECT_LT(dg, 0.02);
   EXPECT_NE(bf.loss, fp.loss) << "bf16 gave float32's loss bit for bit: the bfloat16 path did not run";
   EXPECT_FALSE(precision_bf16_enabled()) << "the trainer's guard is released after the step";
+}
+
+// The selection under precision: bf16 is selection_bf16's: convolutions in
+// bfloat16, the projection and the scores that rank the candidates in
+// float32 (models/ips_selection.cpp): the same patches, the same scores.
+TEST(PrecisionBf16Train, SelectionIsSelectionBf16s) {
+  const Backend& be = backend_for(Device::cpu());
+  if (!be.supports_bf16_conv() || !be.supports_bf16_gemm())
+    GTEST_SKIP() << "SKIPPED: this CPU has no AVX512-BF16 (oneDNN's bfloat16 conv/matmul)";
+  TempDir out;
+  train::Config c = tiny_config(out.path);
+  train::Trainer t(c, true);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 16; ++i) ids.push_back(i);
+  train::IPSMethod& ips = dynamic_cast<train::IPSMethod&>(t.method());
+  auto select = [&](bool precision_bf16, bool selection_bf16) {
+    IPSOptions opt = ips.options(false);
+    opt.bf16 = selection_bf16;
+    NoGradGuard ng;
+    PrecisionGuard precision(precision_bf16);
+    train::Batch b(t.source("train"), ids, Device::cpu(), false, c.B_seq);
+    Generator g(3);
+    return ips_select(ips.net(), b.part(0), opt, g);
+  };
+  const SelectionResult prec = select(true, false), sel = select(false, true), fp = select(false, false);
+  EXPECT_EQ(prec.idx.to_vector<int64_t>(), sel.idx.to_vector<int64_t>());
+  EXPECT_EQ(prec.scores.to_vector<float>(), sel.scores.to_vector<float>());
+  EXPECT_NE(prec.scores.to_vector<float>(), fp.scores.to_vector<float>()) << "the convolutions ran in float32";
 }
 
 TEST(PrecisionBf16Train, ConfigKey) {
