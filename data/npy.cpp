@@ -52,25 +52,37 @@ std::vector<double> NpyArray::as_double() const {
   return out;
 }
 
-void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,
-               const void* data, size_t bytes) {
+namespace {
+// A shape as a Python tuple: (3,), (2, 4).
+std::string shape_tuple(const std::vector<int64_t>& shape) {
   std::ostringstream sh;
   sh << "(";
   for (size_t i = 0; i < shape.size(); ++i) sh << shape[i] << (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
   sh << ")";
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + sh.str() + ", }";
+  return sh.str();
+}
+}  // namespace
+
+std::string npy_header(const std::string& descr, const std::vector<int64_t>& shape) {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_tuple(shape) + ", }";
   size_t total = 10 + header.size() + 1;
   header += std::string((64 - total % 64) % 64, ' ') + "\n";
+  std::string pre = "\x93NUMPY";
+  pre += '\x01';
+  pre += '\x00';
+  pre += static_cast<char>(header.size() & 0xff);
+  pre += static_cast<char>(header.size() >> 8);
+  return pre + header;
+}
+
+void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,
+               const void* data, size_t bytes) {
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   IPSNET_CHECK(static_cast<size_t>(n) * itemsize(descr) == bytes, "write_npy '", path, "': ", bytes,
-               " bytes for shape ", sh.str(), " of ", descr);
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
-  pre[8] = static_cast<unsigned char>(header.size() & 0xff);
-  pre[9] = static_cast<unsigned char>(header.size() >> 8);
+               " bytes for shape ", shape_tuple(shape), " of ", descr);
   AtomicFile f(path);
-  f.write(pre, sizeof pre);
-  f.write(header);
+  f.write(npy_header(descr, shape));
   f.write(data, bytes);
   f.commit();
 }
@@ -84,7 +96,7 @@ NpyArray read_npy(const std::string& path) {
   return parse_npy(all, path);
 }
 
-NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
+NpyHeader parse_npy_header(const std::vector<uint8_t>& all, const std::string& path) {
   IPSNET_CHECK(all.size() >= 10 && all[0] == 0x93 && std::memcmp(&all[1], "NUMPY", 5) == 0, "'", path,
                "' is not a .npy file");
   size_t hlen, start;
@@ -99,7 +111,8 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
   }
   IPSNET_CHECK(all.size() >= start && all.size() - start >= hlen, "'", path, "' is truncated (header)");
   std::string h(all.begin() + static_cast<std::ptrdiff_t>(start), all.begin() + static_cast<std::ptrdiff_t>(start + hlen));
-  NpyArray a;
+  NpyHeader a;
+  a.data_offset = start + hlen;
   size_t p = h.find("'descr':");
   IPSNET_CHECK(p != std::string::npos, "'", path, "': no descr in header");
   size_t q1 = h.find('\'', p + 8);
@@ -108,9 +121,8 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
   a.descr = h.substr(q1 + 1, q2 - q1 - 1);
   IPSNET_CHECK(a.descr != "|O", "'", path, "' is a pickled object array; convert it with scripts/npy_convert.py");
   IPSNET_CHECK(h.find("'fortran_order': False") != std::string::npos, "'", path, "' is in Fortran order");
-  size_t isz = 0;
   try {
-    isz = itemsize(a.descr);
+    a.itemsize = itemsize(a.descr);
   } catch (const Error&) {
     IPSNET_FAIL("'", path, "': unsupported .npy dtype '", a.descr, "' (expected <i8, <i4, <f4, <f8 or |u1)");
   }
@@ -123,7 +135,6 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
   std::stringstream ss(dims);
   std::string tok;
   uint64_t numel = 1, nonzero = 1;
-  bool overflow = false;
   while (std::getline(ss, tok, ',')) {
     if (tok.find_first_not_of(' ') == std::string::npos) continue;
     errno = 0;
@@ -136,16 +147,25 @@ NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
     // Bounded as int64 (NpyArray::numel), zero dimensions aside: a product of
     // the others beyond it is refused even when a zero makes the array empty.
     if (d != 0) {
-      if (nonzero > static_cast<uint64_t>(INT64_MAX) / static_cast<uint64_t>(d)) overflow = true;
+      if (nonzero > static_cast<uint64_t>(INT64_MAX) / static_cast<uint64_t>(d)) a.overflow = true;
       else nonzero *= static_cast<uint64_t>(d);
     }
     numel = d == 0 ? 0 : numel * static_cast<uint64_t>(d);
   }
-  const size_t data_bytes = all.size() - start - hlen;
-  IPSNET_CHECK(!overflow && numel <= data_bytes / isz && numel * isz == data_bytes, "'", path, "' holds ", data_bytes,
-               " data bytes, which does not match its shape of ", overflow ? "overflowing" : std::to_string(numel),
-               " elements of ", isz, " bytes (truncated?)");
-  a.bytes.assign(all.begin() + static_cast<std::ptrdiff_t>(start + hlen), all.end());
+  a.numel = numel;
+  return a;
+}
+
+NpyArray parse_npy(const std::vector<uint8_t>& all, const std::string& path) {
+  const NpyHeader h = parse_npy_header(all, path);
+  const size_t data_bytes = all.size() - h.data_offset, isz = h.itemsize;
+  IPSNET_CHECK(!h.overflow && h.numel <= data_bytes / isz && h.numel * isz == data_bytes, "'", path, "' holds ",
+               data_bytes, " data bytes, which does not match its shape of ",
+               h.overflow ? "overflowing" : std::to_string(h.numel), " elements of ", isz, " bytes (truncated?)");
+  NpyArray a;
+  a.descr = h.descr;
+  a.shape = h.shape;
+  a.bytes.assign(all.begin() + static_cast<std::ptrdiff_t>(h.data_offset), all.end());
   return a;
 }
 

@@ -19,6 +19,25 @@ struct NpyArray {
   std::vector<double> as_double() const;
 };
 
+/// The version-1.0 header of an array of `descr` and `shape` (magic, length,
+/// the dict padded to 64 bytes): the data in C order follows it. For writers
+/// that stream their data.
+std::string npy_header(const std::string& descr, const std::vector<int64_t>& shape);
+
+/// A parsed header: dtype, shape, element size, where the data starts, and
+/// the element count the data must hold (overflow: beyond int64).
+struct NpyHeader {
+  std::string descr;
+  std::vector<int64_t> shape;
+  size_t itemsize = 0;
+  size_t data_offset = 0;
+  uint64_t numel = 0;
+  bool overflow = false;
+};
+/// Parses the header at the start of `head` (at least the whole header; the
+/// data may follow or not). The same checks as parse_npy, `path` in messages.
+NpyHeader parse_npy_header(const std::vector<uint8_t>& head, const std::string& path);
+
 /// Writes a version-1.0 .npy file; data holds numel * itemsize bytes. Every
 /// write is checked.
 void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,

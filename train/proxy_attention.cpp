@@ -14,6 +14,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "data/npy.h"
 #include "data/png_writer.h"
 #include "data/resize.h"
 #include "engine/common/files.h"
@@ -35,23 +36,6 @@ std::string proxy_cycle_dir(const std::string& run_dir, int64_t step) {
 
 namespace {
 
-// The header of a version-1.0 .npy file of float32 (n, C, H, W), written
-// row by row (the proxies of a step need not fit in memory at once).
-std::string npy_header(const std::vector<int64_t>& shape) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
-  for (size_t i = 0; i < shape.size(); ++i) dict += (i ? ", " : "") + std::to_string(shape[i]);
-  dict += shape.size() == 1 ? ",), }" : "), }";
-  size_t total = 10 + dict.size() + 1;
-  dict += std::string((64 - total % 64) % 64, ' ') + "\n";
-  std::string h = "\x93NUMPY";
-  h += '\x01';
-  h += '\x00';
-  const uint16_t len = static_cast<uint16_t>(dict.size());
-  h += static_cast<char>(len & 0xff);
-  h += static_cast<char>(len >> 8);
-  return h + dict;
-}
-
 bool pread_all(int fd, void* dst, size_t n, int64_t off) {
   char* p = static_cast<char*>(dst);
   while (n > 0) {
@@ -72,36 +56,21 @@ ProxyStore::ProxyStore(const std::string& dir) : dir_(dir), path_((fs::path(dir)
   IPSNET_CHECK(fd_ >= 0, "proxy images '", path_, "' cannot be opened: ", std::strerror(errno),
                " (the run directory's proxy split is incomplete)");
   try {
-    char head[10];
-    IPSNET_CHECK(pread_all(fd_, head, 10, 0) && std::memcmp(head, "\x93NUMPY\x01\x00", 8) == 0, "proxy images '",
-                 path_, "': not a version-1.0 .npy file");
-    const int64_t hlen = static_cast<unsigned char>(head[8]) | (static_cast<unsigned char>(head[9]) << 8);
-    std::string dict(static_cast<size_t>(hlen), '\0');
-    IPSNET_CHECK(pread_all(fd_, &dict[0], dict.size(), 10), "proxy images '", path_, "': truncated header");
-    IPSNET_CHECK(dict.find("'descr': '<f4'") != std::string::npos && dict.find("False") != std::string::npos,
-                 "proxy images '", path_, "': expected little-endian float32 in C order");
-    const size_t s = dict.find("'shape': (");
-    IPSNET_CHECK(s != std::string::npos, "proxy images '", path_, "': no shape in the header");
-    std::vector<int64_t> shape;
-    const char* c = dict.c_str() + s + 10;
-    while (*c && *c != ')') {
-      char* end = nullptr;
-      const long long v = std::strtoll(c, &end, 10);
-      IPSNET_CHECK(end != c && v >= 0, "proxy images '", path_, "': a bad shape in the header");
-      shape.push_back(v);
-      c = end;
-      while (*c == ',' || *c == ' ') ++c;
-    }
-    IPSNET_CHECK(shape.size() == 4 && shape[1] >= 1 && shape[2] >= 1 && shape[3] >= 1, "proxy images '", path_,
-                 "': expected the shape (n, C, H, W)");
-    C_ = shape[1];
-    H_ = shape[2];
-    W_ = shape[3];
-    data_offset_ = 10 + hlen;
-    const int64_t want = data_offset_ + shape[0] * C_ * H_ * W_ * 4;
+    // The header (ours is 128 bytes; a version-1.0 header is at most 64 KiB).
     const int64_t have = static_cast<int64_t>(fs::file_size(path_));
-    IPSNET_CHECK(have == want, "proxy images '", path_, "': ", have, " bytes, expected ", want, " for ", shape[0],
-                 " images of ", C_, "x", H_, "x", W_, " (truncated or corrupt)");
+    std::vector<uint8_t> head(static_cast<size_t>(std::min<int64_t>(have, 65536 + 12)));
+    IPSNET_CHECK(pread_all(fd_, head.data(), head.size(), 0), "proxy images '", path_, "': cannot read its header");
+    const data::NpyHeader h = data::parse_npy_header(head, path_);
+    IPSNET_CHECK(h.descr == "<f4" && h.shape.size() == 4 && h.shape[1] >= 1 && h.shape[2] >= 1 && h.shape[3] >= 1,
+                 "proxy images '", path_, "': expected float32 (<f4) of shape (n, C, H, W)");
+    C_ = h.shape[1];
+    H_ = h.shape[2];
+    W_ = h.shape[3];
+    data_offset_ = static_cast<int64_t>(h.data_offset);
+    const uint64_t data_bytes = static_cast<uint64_t>(have) - h.data_offset;
+    IPSNET_CHECK(!h.overflow && h.numel <= data_bytes / 4 && h.numel * 4 == data_bytes, "proxy images '", path_,
+                 "': ", data_bytes, " data bytes, expected ", h.numel, " float32 for ", h.shape[0], " images of ", C_,
+                 "x", H_, "x", W_, " (truncated or corrupt)");
     const std::string csv = (fs::path(dir) / "origin.csv").string();
     std::ifstream f(csv);
     IPSNET_CHECK(f.good(), "proxy origins '", csv, "' cannot be read");
@@ -119,7 +88,7 @@ ProxyStore::ProxyStore(const std::string& dir) : dir_(dir), path_((fs::path(dir)
       origin_.push_back(o);
       ++row;
     }
-    IPSNET_CHECK(row == shape[0], "proxy origins '", csv, "': ", row, " rows for ", shape[0], " images");
+    IPSNET_CHECK(row == h.shape[0], "proxy origins '", csv, "': ", row, " rows for ", h.shape[0], " images");
   } catch (...) {
     ::close(fd_);
     throw;
@@ -436,7 +405,7 @@ ProxyStepResult run_proxy_step(Method& method, const data::DataSource& train, in
                  "sizes (", H0, "x", W0, " and ", g.height, "x", g.width, "); proxy steps need images of one size");
   }
   AtomicFile images((fs::path(tmp.path()) / "images.npy").string());
-  images.write(npy_header({n_pick, C, H0, W0}));
+  images.write(data::npy_header("<f4", {n_pick, C, H0, W0}));
   std::ostringstream origin;
   origin << "proxy,origin,task,label,predicted,loss,changed_pixels\n";
   struct SheetRow {
