@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <unordered_map>
 
 namespace ipsnet {
@@ -14,6 +15,7 @@ struct ZeroEmbedding {
   bool enabled = false;
   bool identical = false;  // also encode identical non-zero patches once per chunk
   Tensor emb;  // (D) once computed
+  Tensor emb_fp32;  // (D) with float32 convolutions, for rescore_boundary
 };
 
 // 64-bit FNV-1a over a patch's bytes.
@@ -61,6 +63,18 @@ Tensor encode_unique(IPSNet& net, const Tensor& px, bool identical, int64_t* n_e
   return ops::index_select(emb, 0, Tensor::from_vector(of, {n}));
 }
 
+// out (n, D) with row slot[i] replaced by emb[i] (any device): those rows
+// cleared, then the new ones scatter-added.
+Tensor set_rows(const Tensor& out, const std::vector<int64_t>& slot, const Tensor& emb) {
+  const int64_t n = out.size(0), D = out.size(1);
+  Tensor rows = Tensor::from_vector(slot, {static_cast<int64_t>(slot.size())}, emb.device());
+  std::vector<float> m(static_cast<size_t>(n), 0.0f);
+  for (int64_t s : slot) m[static_cast<size_t>(s)] = 1.0f;
+  Tensor mask = Tensor::from_vector(m, {n, 1}).to(out.dtype()).to(out.device());
+  Tensor base = ops::masked_fill(out, mask, 0.0);
+  return ops::scatter_add(base, 0, rows.unsqueeze(1).expand({rows.size(0), D}).contiguous(), emb);
+}
+
 // Encodes the (b, p) patches listed in rows of idx (B, k), skipping known-zero
 // patches and encoding identical ones once when the shortcuts are on.
 // Returns (B, k, D).
@@ -89,17 +103,83 @@ Tensor encode_patches(IPSNet& net, PatchSource& src, const std::vector<std::vect
     return encode_unique(net, src.get(img, pat), zero.identical, n_encoded).reshape({B, k, D});
   // Start from the zero embedding everywhere, then place the encoded rows.
   Tensor out = zero_emb.reshape({1, D}).expand({B * k, D}).contiguous();
-  if (!img.empty()) {
-    Tensor emb = encode_unique(net, src.get(img, pat), zero.identical, n_encoded);  // (n, D)
-    Tensor rows = Tensor::from_vector(slot, {static_cast<int64_t>(slot.size())}, emb.device());
-    // out[slot[i]] = emb[i]: clear those rows, then scatter-add the encoded ones.
-    Tensor mask = Tensor::zeros({B * k, 1}, out.dtype(), Device::cpu());
-    float* m = mask.data<float>();
-    for (int64_t s : slot) m[s] = 1.0f;
-    Tensor base = ops::masked_fill(out, mask.to(out.device()), 0.0);
-    out = ops::scatter_add(base, 0, rows.unsqueeze(1).expand({rows.size(0), D}).contiguous(), emb);
-  }
+  if (!img.empty()) out = set_rows(out, slot, encode_unique(net, src.get(img, pat), zero.identical, n_encoded));
   return out.reshape({B, k, D});
+}
+
+// bf16 selection made to select what float32 selects (IPSOptions::bf16_margin):
+// the candidates (B, L, D) whose scores lie near image b's top-M boundary,
+// closer than the relative margin r could move them, are encoded again with
+// float32 convolutions and all scores recomputed, until no candidate still
+// in bf16 lies near the boundary. With t_M >= t_M+1 the M-th and (M+1)-th
+// largest scores, a selected candidate can leave if s (1 - r) < t_M+1 (1 + r)
+// and an unselected one can enter if s (1 + r) > t_M (1 - r): so the window
+// is (t_M (1 - r) / (1 + r), t_M+1 (1 + r) / (1 - r)). `exact` marks the
+// candidates already in float32 (carried with the memory). Returns how many
+// candidates were encoded again.
+int64_t rescore_boundary(IPSNet& net, PatchSource& src, const std::vector<std::vector<int64_t>>& cand_idx,
+                         const Tensor& idx_t, int64_t M, double r, ZeroEmbedding& zero,
+                         std::vector<std::vector<char>>& exact, Tensor& cand_emb, Tensor& scores) {
+  const int64_t B = cand_emb.size(0), L = cand_emb.size(1), D = cand_emb.size(2);
+  if (M >= L) return 0;
+  int64_t n = 0;
+  for (int64_t round = 0; round < L; ++round) {  // each round makes at least one more candidate exact
+    const std::vector<double> s = scores.to(Device::cpu()).to(DType::Float64).contiguous().to_vector<double>();
+    std::vector<int64_t> img, pat, slot, zero_slot;
+    std::vector<double> row(static_cast<size_t>(L));
+    for (int64_t b = 0; b < B; ++b) {
+      const double* sb = s.data() + b * L;
+      row.assign(sb, sb + L);
+      std::nth_element(row.begin(), row.begin() + M, row.end(), std::greater<double>());
+      const double t_next = row[static_cast<size_t>(M)];  // the (M+1)-th largest
+      const double t_m = *std::min_element(row.begin(), row.begin() + M);  // the M-th largest
+      const double lo = t_m * (1 - r) / (1 + r), hi = t_next * (1 + r) / (1 - r);
+      std::vector<char>& ex = exact[static_cast<size_t>(b)];
+      bool in_window = false;
+      for (int64_t j = 0; j < L; ++j) in_window |= !ex[static_cast<size_t>(j)] && sb[j] > lo && sb[j] < hi;
+      // A near-tie left between float32 candidates (zero patches told apart
+      // by their positions alone, say) can still be flipped by the rounding
+      // of the others through the softmax's normalisers: when the boundary
+      // gap is under r / 5 of the score, the whole image's candidates go to
+      // float32 (on a quickstart checkpoint, r = 0.005 with r / 5 gave the
+      // float32 selection on all 300 test images, r / 10 and r / 50 on 299:
+      // BENCHMARKS.md, "bf16 selection at the boundary").
+      const bool all = !in_window && t_m - t_next < r / 5 * t_next;
+      for (int64_t j = 0; j < L; ++j)
+        if (!ex[static_cast<size_t>(j)] && (all || (sb[j] > lo && sb[j] < hi))) {
+          ex[static_cast<size_t>(j)] = 1;
+          const int64_t p = cand_idx[static_cast<size_t>(b)][static_cast<size_t>(j)];
+          if (zero.enabled && src.is_zero(b, p)) {
+            zero_slot.push_back(b * L + j);  // all share one float32 zero embedding
+            continue;
+          }
+          img.push_back(b);
+          pat.push_back(p);
+          slot.push_back(b * L + j);
+        }
+    }
+    if (img.empty() && zero_slot.empty()) break;
+    ConvBf16Guard fp32(false);
+    Tensor flat = cand_emb.reshape({B * L, D});
+    if (!zero_slot.empty()) {
+      if (!zero.emb_fp32.defined()) {
+        const int64_t z = zero_slot[0];
+        zero.emb_fp32 = net.encode(src.get({z / L}, {cand_idx[static_cast<size_t>(z / L)][static_cast<size_t>(z % L)]}))
+                            .reshape({D});
+        n += 1;
+      }
+      flat = set_rows(flat, zero_slot,
+                      zero.emb_fp32.reshape({1, D}).expand({static_cast<int64_t>(zero_slot.size()), D}).contiguous());
+    }
+    if (!img.empty()) {
+      int64_t encoded = 0;
+      flat = set_rows(flat, slot, encode_unique(net, src.get(img, pat), zero.identical, &encoded));
+      n += encoded;
+    }
+    cand_emb = flat.reshape({B, L, D});
+    scores = net.score(cand_emb, idx_t);
+  }
+  return n;
 }
 
 // Rows of per-image index lists as a (B, k) int64 tensor.
@@ -200,6 +280,8 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
   std::vector<std::vector<int64_t>> mem_idx = take(0, M);
   Tensor mem_emb = encode_patches(net, src, mem_idx, zero_emb, &res.n_encoded);  // (B, M, D)
   Tensor mem_scores;
+  const bool rescore = conv_bf16 && opt.bf16_margin > 0;
+  std::vector<std::vector<char>> mem_exact(static_cast<size_t>(B), std::vector<char>(static_cast<size_t>(M), 0));
   const int64_t n_iter = (N - M + I - 1) / I;
   for (int64_t it = 0; it < n_iter; ++it) {
     const int64_t s = M + it * I, e = std::min(s + I, N);
@@ -209,7 +291,14 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
                                               iter_idx[static_cast<size_t>(b)].begin(),
                                               iter_idx[static_cast<size_t>(b)].end());
     Tensor cand_emb = ops::cat({mem_emb, encode_patches(net, src, iter_idx, zero_emb, &res.n_encoded)}, 1);  // (B, L, D)
-    Tensor scores = net.score(cand_emb, index_tensor(cand_idx));  // (B, L)
+    const Tensor cand_idx_t = index_tensor(cand_idx);
+    Tensor scores = net.score(cand_emb, cand_idx_t);  // (B, L)
+    std::vector<std::vector<char>> cand_exact = mem_exact;
+    if (rescore) {
+      for (auto& row : cand_exact) row.resize(static_cast<size_t>(cand_emb.size(1)), 0);
+      res.n_rescored +=
+          rescore_boundary(net, src, cand_idx, cand_idx_t, M, opt.bf16_margin, zero_emb, cand_exact, cand_emb, scores);
+    }
     Tensor sel_scores = opt.mask_K > 0 && opt.mask_p > 0 ? mask_top_candidates(scores, opt, gen) : scores;
     Tensor top = ops::topk(sel_scores, M, 1).second;  // (B, M)
     mem_emb = ops::gather(cand_emb, 1, top.unsqueeze(-1).expand({B, M, cand_emb.size(2)}).contiguous());
@@ -217,9 +306,11 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
     Tensor top_cpu = top.to(Device::cpu());
     const int64_t* tp = top_cpu.data<int64_t>();
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < M; ++j)
-        mem_idx[static_cast<size_t>(b)][static_cast<size_t>(j)] =
-            cand_idx[static_cast<size_t>(b)][static_cast<size_t>(tp[b * M + j])];
+      for (int64_t j = 0; j < M; ++j) {
+        const size_t c = static_cast<size_t>(tp[b * M + j]);
+        mem_idx[static_cast<size_t>(b)][static_cast<size_t>(j)] = cand_idx[static_cast<size_t>(b)][c];
+        if (rescore) mem_exact[static_cast<size_t>(b)][static_cast<size_t>(j)] = cand_exact[static_cast<size_t>(b)][c];
+      }
   }
   res.idx = index_tensor(mem_idx);
   res.scores = mem_scores.defined() ? mem_scores.to(Device::cpu()) : Tensor();

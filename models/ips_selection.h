@@ -55,6 +55,12 @@ struct IPSOptions {
   /// with bfloat16 inputs and weights (float32 accumulation and output) where
   /// the backend supports it (ConvBf16Guard; the CPU with AVX512-BF16).
   bool bf16 = false;
+  /// With bfloat16 convolutions (bf16 above, or precision: bf16), the
+  /// candidates whose scores lie within this relative margin of an image's
+  /// top-M boundary are encoded again in float32 and rescored, so that the
+  /// rounding of bf16 does not swap near-ties (0: off). Config key
+  /// bf16_margin, which the trainer applies to evaluation's selection only.
+  double bf16_margin = 0.0;
   /// Also score every patch in one pass over all N (for attention maps).
   bool score_all = false;
   /// Also return the selected patches' pixels (the training pass needs them).
@@ -67,6 +73,7 @@ struct SelectionResult {
   Tensor all_scores;  // (B, N) scores of one pass over all patches (score_all only)
   Tensor patches;      // (B*M, C, h, w) or (B*M, F) the selected patches (return_patches only)
   int64_t n_encoded = 0;  // patches run through the encoder (the shortcut lowers it)
+  int64_t n_rescored = 0;  // candidates encoded again in float32 at the boundary (bf16_margin)
 };
 
 /// Runs selection without gradients and with the network in eval mode (its

@@ -5,6 +5,7 @@ images and compares the selected patches and the predictions.
 
     python3 scripts/bf16_agreement.py --checkpoint RUN/checkpoint_best.safetensors
         [--data DIR] [--ipsnet build/apps/ipsnet] [--max-images 0] [--key selection_bf16|precision]
+        [--set bf16_margin=0 ...]
 
 --key precision compares `precision: bf16` (the selection's and the pass's
 convolutions and matrix products in bfloat16, issue 17) with `precision:
@@ -31,6 +32,8 @@ def run_eval(a, bf16, out_csv):
         sets = ["--set", "precision=fp32", "--set", "selection_bf16=" + ("true" if bf16 else "false")]
     cmd = [a.ipsnet, "eval", "--checkpoint", a.checkpoint, "--predictions", out_csv, "--quiet",
            "--max-images", str(a.max_images)] + sets
+    for extra in a.set:
+        cmd += ["--set", extra]
     if a.data:
         cmd += ["--data", a.data]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--max-images", type=int, default=0)
     ap.add_argument("--key", choices=["selection_bf16", "precision"], default="selection_bf16",
                     help="what is switched to bfloat16: selection_bf16 (default) or precision")
+    ap.add_argument("--set", action="append", default=[],
+                    help="another config override for both runs, e.g. bf16_margin=0 (repeatable)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}

@@ -264,7 +264,7 @@ const std::vector<KeySpec>& specs() {
       DBL_KEY(w_div), DBL_KEY(w_sem), BOOL_KEY(mask_eval), BOOL_KEY(wd_exclude_norm_bias),
       INT_KEY(max_train), INT_KEY(max_test), STR_KEY(pretrained_path), STR_KEY(freeze), INT_KEY(eval_every),
       INT_KEY(log_every), BOOL_KEY(prefetch), BOOL_KEY(dedup_patches), BOOL_KEY(fold_bn), BOOL_KEY(sync_batchnorm),
-      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), STR_KEY(precision), STR_KEY(eval_split), STR_KEY(method),
+      BOOL_KEY(recompute_activations), BOOL_KEY(selection_bf16), DBL_KEY(bf16_margin), STR_KEY(precision), STR_KEY(eval_split), STR_KEY(method),
       DBL_KEY(cnn_scale), INT_KEY(memory_limit_mib), DBL_KEY(scale), INT_KEY(n_patches),
       DBL_KEY(regularizer_strength), BOOL_KEY(ats_replace), STR_KEY(ats_eval), STR_KEY(ats_features),
       {"proxy_attention", Kind::Section, [](Config& c, const YAML::Node& n, const std::string&) { parse_proxy(c, n); },
@@ -468,6 +468,8 @@ void validate(const Config& c) {
   IPSNET_CHECK(c.mask_K >= 0, "config key 'mask_K': expected >= 0, got ", c.mask_K);
   IPSNET_CHECK(c.precision == "fp32" || c.precision == "bf16", "config key 'precision': expected fp32 or bf16, got '",
                c.precision, "'");
+  IPSNET_CHECK(c.bf16_margin >= 0 && c.bf16_margin <= 0.5, "config key 'bf16_margin': expected 0..0.5, got ",
+               c.bf16_margin);
   IPSNET_CHECK(c.shuffle_style == "batch" || c.shuffle_style == "instance",
                "config key 'shuffle_style': expected batch or instance, got '", c.shuffle_style, "'");
   IPSNET_CHECK(c.enc_type == "resnet18" || c.enc_type == "resnet34" || c.enc_type == "resnet50",

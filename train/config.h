@@ -115,6 +115,7 @@ struct Config {
   bool dedup_patches = true;     // encode identical (e.g. empty) patches once per batch in selection
   bool fold_bn = false;          // selection runs the encoder with BatchNorm folded into the convs
   bool selection_bf16 = false;   // selection convs in bfloat16 (CPU with AVX512-BF16; not exact)
+  double bf16_margin = 0.005;    // bf16 selection: rescore candidates this close to the top-M boundary in fp32
   std::string precision = "fp32";  // fp32 | bf16: convs and matmuls of selection and training in bfloat16
   bool recompute_activations = true;  // training pass: ResNet BN+ReLU outputs and the stem recomputed in backward
   std::string eval_split = "test";

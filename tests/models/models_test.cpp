@@ -1,6 +1,7 @@
 // Aggregator, feature projector, positional encoding, ResNet and IPSNet behaviour.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "models/ips_net.h"
@@ -316,6 +317,74 @@ TEST(IPSSelection, Bf16SelectionRunsAndMostlyAgrees) {
   EXPECT_FALSE(conv_bf16_enabled()) << "the guard is released after the selection";
   ASSERT_EQ(b16.idx.shape(), f32.idx.shape());
   EXPECT_LT(testing::max_abs_diff(b16.scores, f32.scores), 0.05);
+}
+
+// Patches that differ from one pattern by a small amount each (pattern +
+// eps * noise_p), so that their scores are near-ties that bfloat16's
+// rounding reorders; patch p % 7 == 0 is empty (known zero).
+class NearTieSource : public PatchSource {
+ public:
+  NearTieSource(int64_t B, int64_t N, double eps, Generator& gen)
+      : B_(B), N_(N), base_(Tensor::rand({1, 1, 16, 16}, gen)), noise_(Tensor::rand({B * N, 1, 16, 16}, gen)),
+        eps_(eps) {}
+  int64_t batch() const override { return B_; }
+  int64_t num_patches() const override { return N_; }
+  Tensor get(const std::vector<int64_t>& image, const std::vector<int64_t>& patch) override {
+    const int64_t n = static_cast<int64_t>(patch.size());
+    Tensor out = Tensor::zeros({n, 1, 16, 16});
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t b = image[static_cast<size_t>(i)], p = patch[static_cast<size_t>(i)];
+      if (!is_zero(b, p))
+        out.select(0, i).copy_(ops::add(base_.select(0, 0), ops::mul(noise_.select(0, b * N_ + p), eps_)));
+    }
+    return out;
+  }
+  bool is_zero(int64_t, int64_t p) const override { return p % 7 == 0; }
+
+ private:
+  int64_t B_, N_;
+  Tensor base_, noise_;
+  double eps_;
+};
+
+// bf16_margin: candidates near the top-M boundary are encoded again in
+// float32, which gives back the float32 selection where plain bfloat16
+// swaps near-ties; nothing is rescored without bf16 or with margin 0.
+TEST(IPSSelection, Bf16MarginGivesTheFloat32Selection) {
+  if (!backend_for(Device::cpu()).supports_bf16_conv())
+    GTEST_SKIP() << "SKIPPED: this CPU has no AVX512-BF16: bfloat16 selection is not available";
+  Generator gen(23);
+  IPSNet net = tiny_selection_net(gen);
+  NearTieSource src(4, 60, 0.02, gen);
+  IPSOptions o;
+  o.M = 5;
+  o.I = 7;
+  o.bf16_margin = 0.005;
+  auto run = [&](bool bf16, double margin) {
+    IPSOptions x = o;
+    x.bf16 = bf16;
+    x.bf16_margin = margin;
+    Generator g(5);
+    return ips_select(net, src, x, g);
+  };
+  auto sets = [](const SelectionResult& r) {
+    std::vector<int64_t> v = r.idx.to_vector<int64_t>();
+    const int64_t M = r.idx.size(1);
+    for (size_t b = 0; b < v.size(); b += static_cast<size_t>(M))
+      std::sort(v.begin() + static_cast<std::ptrdiff_t>(b), v.begin() + static_cast<std::ptrdiff_t>(b) + M);
+    return v;
+  };
+  const SelectionResult f32 = run(false, 0.005), plain = run(true, 0.0), fixed = run(true, 0.005),
+                        wide = run(true, 0.5);
+  EXPECT_EQ(f32.n_rescored, 0) << "float32 selection rescores nothing";
+  EXPECT_EQ(plain.n_rescored, 0) << "margin 0 rescores nothing";
+  ASSERT_NE(sets(plain), sets(f32)) << "the case does not test anything: plain bfloat16 already selects as float32";
+  EXPECT_EQ(sets(fixed), sets(f32));
+  EXPECT_EQ(sets(wide), sets(f32));
+  EXPECT_GT(fixed.n_rescored, 0);
+  EXPECT_LE(fixed.n_rescored, wide.n_rescored);
+  EXPECT_LE(wide.n_rescored, 4 * 60) << "a candidate is encoded again at most once";
+  EXPECT_LT(testing::max_abs_diff(fixed.scores, f32.scores), 1e-5);
 }
 
 TEST(IPSNet, TorchvisionStateDictLoadsIntoEncoder) {

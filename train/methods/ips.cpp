@@ -61,6 +61,10 @@ IPSOptions IPSMethod::options(bool training) const {
   o.dedup_zero = cfg_.dedup_patches;
   o.dedup_identical = cfg_.dedup_patches;
   o.bf16 = cfg_.selection_bf16;
+  // Rescoring the boundary in float32 is for evaluation and inference: in
+  // training the selection is shuffled (and masked) anyway, and an untrained
+  // network's near-uniform scores would send most candidates to float32.
+  o.bf16_margin = training ? 0.0 : cfg_.bf16_margin;
   o.fold_bn = cfg_.fold_bn;
   return o;
 }
