@@ -281,7 +281,7 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
   Tensor mem_emb = encode_patches(net, src, mem_idx, zero_emb, &res.n_encoded);  // (B, M, D)
   Tensor mem_scores;
   const bool rescore = conv_bf16 && opt.bf16_margin > 0;
-  std::vector<std::vector<char>> mem_exact(static_cast<size_t>(B), std::vector<char>(static_cast<size_t>(M), 0));
+  std::vector<std::vector<char>> mem_exact(rescore ? static_cast<size_t>(B) : 0, std::vector<char>(static_cast<size_t>(M), 0));
   const int64_t n_iter = (N - M + I - 1) / I;
   for (int64_t it = 0; it < n_iter; ++it) {
     const int64_t s = M + it * I, e = std::min(s + I, N);
@@ -293,8 +293,9 @@ SelectionResult ips_select(IPSNet& net, PatchSource& src, const IPSOptions& opt,
     Tensor cand_emb = ops::cat({mem_emb, encode_patches(net, src, iter_idx, zero_emb, &res.n_encoded)}, 1);  // (B, L, D)
     const Tensor cand_idx_t = index_tensor(cand_idx);
     Tensor scores = net.score(cand_emb, cand_idx_t);  // (B, L)
-    std::vector<std::vector<char>> cand_exact = mem_exact;
+    std::vector<std::vector<char>> cand_exact;  // rescore only: the candidates already in float32
     if (rescore) {
+      cand_exact = mem_exact;
       for (auto& row : cand_exact) row.resize(static_cast<size_t>(cand_emb.size(1)), 0);
       res.n_rescored +=
           rescore_boundary(net, src, cand_idx, cand_idx_t, M, opt.bf16_margin, zero_emb, cand_exact, cand_emb, scores);
