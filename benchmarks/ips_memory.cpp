@@ -112,6 +112,7 @@ struct ModelInput {
   int64_t feature_dim = 0;  // > 0: the "features" encoder
   bool recompute = true;    // ResNet::set_recompute (recompute_activations)
   bool bf16 = false;        // precision: bf16 with bfloat16 saved activations
+  bool bf16_select = false; // the selection's convolutions in bf16, BatchNorm not folded: the stem chunked
 };
 
 int64_t conv_out(int64_t s, int64_t k, int64_t st, int64_t p) { return (s + 2 * p - k) / st + 1; }
@@ -170,13 +171,23 @@ void resnet_per_patch(const ModelInput& in, double* saved_bytes, double* nograd_
     c = c_out;
   }
   // precision: bf16 keeps everything but the patch (a leaf) and the int64
-  // pool indices in bfloat16; a node widens its saved input to float32 for
-  // its own backward (at the transient above: layer2's first conv1, a2).
+  // pool indices in bfloat16; a convolution's backward hands its bfloat16
+  // copy to the bf16 primitive as is, so the transient above is unchanged
+  // (a BatchNorm still widens its input for its backward, a smaller moment).
   const double kept32 = a_in + (in.recompute ? 0.0 : 2 * a2);
   *saved_bytes = in.bf16 ? 4.0 * kept32 + 2.0 * (saved - kept32) : 4.0 * saved;
-  *nograd_bytes = 4.0 * (a_in + 2 * a1);
-  *bwd_transient = 4.0 * (2 * a2 + (in.bf16 ? a2 : 0.0));
-  *stem_bytes = in.recompute ? 4.0 * (a_in + 3 * a1) : 0.0;
+  // No-grad (the selection): the stem's conv output and BatchNorm+ReLU
+  // output; with the selection's convolutions in bf16 the stem is chunked
+  // (ops::conv_bn_relu_pool) and the peak moves to layer1's second conv: the
+  // block's input (its identity), the conv's input, its bfloat16 copy, and
+  // oneDNN's blocked output beside the plain one (4.5 maps of a2).
+  *nograd_bytes = in.bf16_select ? 4.0 * (a_in + 4.5 * a2) : 4.0 * (a_in + 2 * a1);
+  *bwd_transient = 4.0 * (2 * a2);
+  // The stem's backward moment (recomputed conv1 output, ReLU output and the
+  // incoming gradient, all float32) with the composed ops; under bf16 the stem
+  // is one chunked op (ops::conv_bn_relu_pool) whose conv-sized maps exist for
+  // one chunk only, so the term goes.
+  *stem_bytes = in.recompute && !in.bf16 ? 4.0 * (a_in + 3 * a1) : 0.0;
 }
 
 ModelTerms memory_model(const ModelInput& in) {
@@ -325,6 +336,8 @@ void run_image(benchmark::State& state, ImageRun run) {
   mi.encoded_fraction = enc_frac;
   mi.recompute = cfg.recompute_activations;
   mi.bf16 = cfg.precision == "bf16" && dev.is_cpu() && backend_for(dev).supports_bf16_conv();
+  mi.bf16_select = (cfg.precision == "bf16" || cfg.selection_bf16) && !run.fold_bn &&
+                   backend_for(dev).supports_bf16_conv();
   ModelTerms mt = memory_model(mi);
   const double measured = static_cast<double>(ms.peak_allocated_bytes);
   state.counters["peak_alloc"] = measured;
@@ -812,6 +825,22 @@ void probe_encoder(int64_t n, int64_t patch) {
   std::printf("probe no-grad eval forward peak %.1f KiB/patch (model %.1f)\n",
               (static_cast<double>(memory_stats().peak_allocated_bytes) - base2) / 1024.0 / static_cast<double>(n),
               nograd / 1024.0);
+  if (have_bf16) {
+    // The selection's bf16 convolutions (ConvBf16Guard): the stem is chunked.
+    e = Tensor();
+    reset_peak_memory();
+    const double base3 = static_cast<double>(memory_stats().allocated_bytes);
+    ConvBf16Guard bf16(true);
+    e = net.forward(x);
+    ModelInput mi;
+    mi.patch = patch;
+    mi.bf16_select = true;
+    double saved = 0, nograd_bf16 = 0, bwd = 0, stem = 0;
+    resnet_per_patch(mi, &saved, &nograd_bf16, &bwd, &stem);
+    std::printf("probe no-grad eval forward, bf16 convolutions: peak %.1f KiB/patch (model %.1f)\n",
+                (static_cast<double>(memory_stats().peak_allocated_bytes) - base3) / 1024.0 / static_cast<double>(n),
+                nograd_bf16 / 1024.0);
+  }
 }
 
 int usage(const char* argv0) {

@@ -28,6 +28,21 @@ Tensor BatchNormBase::forward(const Tensor& x) { return run(x, false, false); }
 
 Tensor BatchNormBase::forward_relu(const Tensor& x, bool recompute) { return run(x, true, recompute); }
 
+Tensor BatchNormBase::forward_stem(const Tensor& x, const Tensor& conv_weight, ops::Pair conv_stride,
+                                   ops::Pair conv_padding, ops::Pair pool_kernel, ops::Pair pool_stride,
+                                   ops::Pair pool_padding, int64_t chunk) {
+  IPSNET_CHECK(x.dim() == 4, type_name(), " (stem): input ", shape_str(x.shape()), " must be (N, C, H, W)");
+  const bool use_batch = (training_ && !freeze_stats_) || !running_mean_.defined();
+  if (use_batch && tl_bn_sync) return Tensor();
+  if (use_batch && training_ && running_mean_.defined()) {
+    NoGradGuard ng;
+    num_batches_tracked_.fill_(num_batches_tracked_.item() + 1);
+  }
+  return ops::conv_bn_relu_pool(x, conv_weight, weight_, bias_, running_mean_, running_var_, use_batch,
+                                options_.momentum(), options_.eps(), conv_stride, conv_padding, pool_kernel,
+                                pool_stride, pool_padding, chunk);
+}
+
 Tensor BatchNormBase::run(const Tensor& x, bool relu, bool recompute) {
   check_defined(x, type_name().c_str(), "x");
   IPSNET_CHECK(x.dim() >= dim_lo_ && x.dim() <= dim_hi_ && x.size(1) == options_.num_features(), type_name(),

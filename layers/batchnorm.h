@@ -52,6 +52,12 @@ class BatchNormBase : public Module {
   /// recompute the output is recomputed in backward instead of being kept by
   /// the op that consumes it.
   Tensor forward_relu(const Tensor& x, bool recompute);
+  /// max_pool2d(relu(forward(conv2d(x, conv_weight)))) as one chunked op
+  /// (ops::conv_bn_relu_pool: the ResNet stem without any conv-sized map for
+  /// the whole batch), with this layer's statistics and bookkeeping; undefined
+  /// while batch statistics are synchronised over ranks (compose single ops then).
+  Tensor forward_stem(const Tensor& x, const Tensor& conv_weight, ops::Pair conv_stride, ops::Pair conv_padding,
+                      ops::Pair pool_kernel, ops::Pair pool_stride, ops::Pair pool_padding, int64_t chunk);
   const BatchNormOptions& options() const { return options_; }
   void freeze_stats(bool on) { freeze_stats_ = on; }
   bool stats_frozen() const { return freeze_stats_; }

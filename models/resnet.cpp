@@ -6,6 +6,10 @@ namespace ipsnet {
 
 namespace {
 
+// Patches per chunk of the bf16 stem (ops::conv_bn_relu_pool): its scratch is
+// a few 64 x (h/2)^2 maps per patch of the chunk (about 5 MiB at h = 50).
+constexpr int64_t kStemChunk = 32;
+
 // A bias-free conv with torchvision's kaiming_normal_(fan_out, relu) init.
 std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, Generator& gen,
                                   DType dtype) {
@@ -70,6 +74,15 @@ Tensor downsample_forward(Sequential& ds, const Tensor& x, bool fold) {
   return conv_bn(*conv, *bn, x, true);
 }
 
+// relu(out + identity), the two addends dropped before the ReLU allocates
+// (two maps less at the forward's peak, which is a block's end).
+Tensor residual_relu(Tensor out, Tensor identity) {
+  Tensor sum = out + identity;
+  out = Tensor();
+  identity = Tensor();
+  return ops::relu(sum);
+}
+
 }  // namespace
 
 BasicBlock::BasicBlock(int64_t inplanes, int64_t planes, int64_t stride, bool downsample, Generator& gen,
@@ -88,7 +101,7 @@ Tensor BasicBlock::forward(const Tensor& x) {
   Tensor out = conv_bn_relu(*conv1_, *bn1_, x, fold, recompute_);
   out = conv_bn(*conv2_, *bn2_, out, fold);
   Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
-  return ops::relu(out + identity);
+  return residual_relu(std::move(out), std::move(identity));
 }
 
 Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, bool downsample, Generator& gen,
@@ -112,7 +125,7 @@ Tensor Bottleneck::forward(const Tensor& x) {
   out = conv_bn_relu(*conv2_, *bn2_, out, fold, recompute_);
   out = conv_bn(*conv3_, *bn3_, out, fold);
   Tensor identity = downsample_ ? downsample_forward(*downsample_, x, fold) : x;
-  return ops::relu(out + identity);
+  return residual_relu(std::move(out), std::move(identity));
 }
 
 ResNet::ResNet(const ResNetOptions& o, Generator& gen) : Module("ResNet"), options_(o) {
@@ -159,6 +172,20 @@ Tensor ResNet::features(const Tensor& x) {
                " must be (N, ", options_.in_channels(), ", h, w)");
   const bool fold = folding(fold_bn_, training_);
   Tensor y;
+  const Conv2dOptions& o1 = conv1_->options();
+  // Convolutions in bfloat16: training under precision: bf16, or a no-grad
+  // pass under ConvBf16Guard (the selection's).
+  const bool bf16_convs = precision_bf16_enabled() || (!grad_enabled() && conv_bf16_enabled());
+  if (bf16_convs && !fold && (recompute_ || !grad_enabled()) && !conv1_->bias_.defined() &&
+      o1.dilation() == ops::Pair{1, 1}) {
+    // The stem (conv, BatchNorm, ReLU, max pool) as one op that works through
+    // kStemChunk patches at a time: its conv-sized maps, the widest of the
+    // encoder, never exist for the whole batch (training's forward and
+    // backward, the selection's no-grad passes; docs/memory_model.md).
+    // float32 keeps the composed ops below, unchanged bit for bit.
+    y = bn1_->forward_stem(x, conv1_->weight_, o1.stride(), o1.padding(), {3, 3}, {2, 2}, {1, 1}, kStemChunk);
+    if (y.defined()) return run_stages(std::move(y));
+  }
   if (recompute_ && !fold && grad_enabled()) {
     // The stem's output is recomputed from the patch in backward.
     const Conv2dOptions& o = conv1_->options();
@@ -167,8 +194,16 @@ Tensor ResNet::features(const Tensor& x) {
   } else {
     y = conv_bn_relu(*conv1_, *bn1_, x, fold, recompute_);
   }
-  y = ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
-  for (auto& layer : layers_) y = layer->forward(y);
+  y = ops::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});  // (drops the stem's conv-sized map)
+  return run_stages(std::move(y));
+}
+
+Tensor ResNet::run_stages(Tensor y) {
+  // Block by block rather than through each stage's Sequential, whose caller
+  // would hold the stage's input to its end: here each block's input is
+  // dropped as soon as its output exists (one map less at the peak).
+  for (auto& layer : layers_)
+    for (size_t i = 0; i < layer->size(); ++i) y = (*layer)[i]->forward(y);
   return y;  // (N, C_out, h', w')
 }
 

@@ -106,6 +106,7 @@ class ResNet : public Module {
 
  private:
   void propagate_block_flags();  // fold_bn_ and recompute_ into every block
+  Tensor run_stages(Tensor y);   // the stages after the stem, block by block
   ResNetOptions options_;
   int64_t out_channels_ = 0;
   bool fold_bn_ = false;

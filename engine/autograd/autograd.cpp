@@ -120,6 +120,12 @@ Tensor SavedTensor::unpack(const char* node_name) const {
   return t_;
 }
 
+Tensor SavedTensor::unpack_stored(const char* node_name) const {
+  if (!bf16_) return unpack(node_name);
+  check_saved_version(*t_.storage(), version_, node_name);
+  return t_;
+}
+
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!grad_enabled()) return false;
   for (const Tensor* t : inputs)

@@ -82,6 +82,10 @@ class SavedTensor {
   /// True when this holds a bfloat16 copy.
   bool is_bf16() const { return bf16_; }
   Tensor unpack(const char* node_name) const;
+  /// The bfloat16 copy itself (DType::BFloat16, no widening) when this holds
+  /// one, for a backward that hands it to a bfloat16 primitive as is;
+  /// otherwise unpack().
+  Tensor unpack_stored(const char* node_name) const;
   void reset() {
     t_ = Tensor();
     recipe_.reset();

@@ -150,6 +150,8 @@ class Backend {
   }
   /// dweight = sum_n dy[n] (x) x[n]; dbias = sum over (N, ho, wo) of dy (undefined: skipped).
   /// x (N, C, H, W), dy (N, O, ho, wo), dweight (O, C, kh, kw), dbias (O).
+  /// With g.bf16, x may be a bfloat16 tensor (a saved bf16 copy, CPU): the
+  /// primitive reads it as is, with no float32 widening.
   virtual void conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Tensor& dweight,
                                       const Tensor& dbias, const Conv2dGeometry& g) {
     unsupported("conv2d_backward_weight");

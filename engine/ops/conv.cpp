@@ -37,7 +37,11 @@ struct Conv2dBackward : Node {
     }
     if (need_w) dw = Tensor::empty({geom.o, geom.c, geom.kh, geom.kw}, dtype, device);
     if (need_b) db = Tensor::empty({geom.o}, dtype, device);
-    if (need_w || need_b) be.conv2d_backward_weight(need_w ? x.unpack(name()) : Tensor(), gc, dw, db, geom);
+    // A bfloat16 copy of x goes to the bf16 primitive as it is (that
+    // primitive would round a float32 x to exactly these values): no
+    // widened float32 map at this moment.
+    Tensor xx = need_w ? (geom.bf16 ? x.unpack_stored(name()) : x.unpack(name())) : Tensor();
+    if (need_w || need_b) be.conv2d_backward_weight(xx, gc, dw, db, geom);
     return {dx, dw, db};
   }
   void release() override {
@@ -179,8 +183,8 @@ std::string pair_str(Pair p) { return str_cat("(", p[0], ", ", p[1], ")"); }
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding,
-              Pair dilation) {
+Conv2dGeometry conv2d_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding,
+                               Pair dilation) {
   check_defined(x, "conv2d", "input");
   check_defined(weight, "conv2d", "weight");
   check_same(x, weight, "conv2d");
@@ -225,6 +229,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   IPSNET_CHECK(g.ho > 0 && g.wo > 0, "conv2d: input ", xs, " vs weight ", ws,
                ": non-positive output size (", g.ho, ", ", g.wo, ")");
 
+  return g;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding,
+              Pair dilation) {
+  Conv2dGeometry g = conv2d_geometry(x, weight, bias, stride, padding, dilation);
   Tensor xc = detached_contiguous(x), wc = detached_contiguous(weight), bc = detached_contiguous(bias);
   Tensor y = Tensor::empty({g.n, g.o, g.ho, g.wo}, x.dtype(), x.device());
   Backend& be = backend_for(x.device());
@@ -298,7 +308,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     saved_x = SavedTensor(xc);
   }
   Tensor gc = detached_contiguous(gamma), bc = detached_contiguous(beta);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  // A bfloat16 save leaves xc the fresh float32 widening of the copy, ours
+  // alone: normalised in place (every backend's forward reads an element
+  // before it writes it), one float32 map less beside the caller's x.
+  Tensor y = saved_x.is_bf16() ? xc : Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean, rstd;
   if (training) {
     IPSNET_CHECK(g.count() > 1, "batch_norm: input ", xs,
@@ -405,7 +418,7 @@ Tensor conv2d_recomputed(const Tensor& x, const Tensor& weight, const Tensor& bi
   return y;
 }
 
-Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
+Pool2dGeometry max_pool2d_geometry(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   check_defined(x, "max_pool2d", "input");
   const std::string xs = shape_str(x.shape());
   IPSNET_CHECK(is_floating(x.dtype()), "max_pool2d: expected a floating input, got ", dtype_name(x.dtype()));
@@ -435,6 +448,11 @@ Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   g.wo = conv_out_size(g.w, g.kw, g.sw, g.pw, 1);
   IPSNET_CHECK(g.ho > 0 && g.wo > 0, "max_pool2d: input ", xs, " vs kernel ", pair_str(kernel),
                ": non-positive output size (", g.ho, ", ", g.wo, ")");
+  return g;
+}
+
+Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
+  Pool2dGeometry g = max_pool2d_geometry(x, kernel, stride, padding);
   Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty({g.n, g.c, g.ho, g.wo}, x.dtype(), x.device());
   const bool record = any_requires_grad({&x});

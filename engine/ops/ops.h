@@ -126,6 +126,17 @@ Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 /// 1-channel stem, where the output is 64 times the input).
 Tensor conv2d_recomputed(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Pair stride = {1, 1},
                          Pair padding = {0, 0}, Pair dilation = {1, 1});
+/// max_pool2d(relu(batch_norm(conv2d(x, weight, no bias)))) -- the ResNet
+/// stem -- as one op that works through the batch `chunk` images at a time
+/// (engine/ops/stem.cpp): no conv-sized map exists for more than one chunk,
+/// in forward or backward; it saves x, the weight and the statistics and
+/// recomputes the rest. training: batch statistics (running stats updated in
+/// place, PyTorch's formula); else the running ones. Convolutions in bfloat16
+/// under PrecisionGuard, as conv2d.
+Tensor conv_bn_relu_pool(const Tensor& x, const Tensor& weight, const Tensor& gamma, const Tensor& beta,
+                         const Tensor& running_mean, const Tensor& running_var, bool training, double momentum,
+                         double eps, Pair conv_stride, Pair conv_padding, Pair pool_kernel, Pair pool_stride,
+                         Pair pool_padding, int64_t chunk);
 /// x (N, C, H, W) -> max over kernel windows (padding counts as -inf).
 Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding = {0, 0});
 /// x (N, C, H, W) -> (N, C, 1, 1) mean over H, W.
@@ -136,6 +147,10 @@ Tensor adaptive_avg_pool2d_1x1(const Tensor& x);
 void check_same(const Tensor& a, const Tensor& b, const char* op);
 /// outer/inner sizes around dim.
 void dim_split(const Shape& s, int64_t dim, int64_t* outer, int64_t* n, int64_t* inner);
+/// conv2d's and max_pool2d's argument checks and geometry (bf16 left off).
+Conv2dGeometry conv2d_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride,
+                               Pair padding, Pair dilation);
+Pool2dGeometry max_pool2d_geometry(const Tensor& x, Pair kernel, Pair stride, Pair padding);
 
 }  // namespace ops
 

@@ -472,6 +472,27 @@ TEST(CudaParity, BatchNorm) {
   }
 }
 
+TEST(CudaParity, ChunkedStem) {
+  IPSNET_REQUIRE_CUDA();
+  // ops::conv_bn_relu_pool (the bf16 ResNet stem) in float32 on both sides,
+  // 7 patches in chunks of 3 (a short last chunk), both BatchNorm modes.
+  for (bool training : {true, false}) {
+    Tensor rm = randf({8}, 64, -0.2, 0.2), rv = randf({8}, 65, 0.5, 1.5);
+    Tensor rmg = rm.to(kGpu), rvg = rv.to(kGpu);
+    check_parity(training ? "conv_bn_relu_pool train" : "conv_bn_relu_pool eval",
+                 [&](auto& v) {
+                   const bool gpu = v[0].device().is_cuda();
+                   return ops::conv_bn_relu_pool(v[0], v[1], v[2], v[3], gpu ? rmg : rm, gpu ? rvg : rv, training,
+                                                 0.1, 1e-5, {2, 2}, {3, 3}, {3, 3}, {2, 2}, {1, 1}, 3);
+                 },
+                 {randf({7, 1, 20, 20}, 60), randf({8, 1, 7, 7}, 61, -0.3, 0.3), randf({8}, 62, 0.5, 1.5),
+                  randf({8}, 63, -0.3, 0.3)},
+                 {true, true, true, true}, 2e-4, 2e-4);
+    EXPECT_TRUE(testing::all_close(rmg.to(Device::cpu()), rm, 1e-6, 1e-5));
+    EXPECT_TRUE(testing::all_close(rvg.to(Device::cpu()), rv, 1e-6, 1e-5));
+  }
+}
+
 TEST(CudaParity, CutPatches) {
   IPSNET_REQUIRE_CUDA();
   Tensor img = randf({2, 3, 50, 41}, 70);

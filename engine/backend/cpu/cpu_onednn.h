@@ -21,10 +21,12 @@ dnnl::stream& onednn_stream();
 /// True when float32 tensors should take the oneDNN path (the switch is "onednn").
 bool use_onednn(DType dtype);
 
-/// Wraps a contiguous float32 tensor as oneDNN memory of the given plain layout (no copy).
+/// Wraps a contiguous float32 (or bfloat16) tensor as oneDNN memory of the
+/// given plain layout (no copy).
 inline dnnl::memory wrap(const Tensor& t, const dnnl::memory::dims& dims,
                          dnnl::memory::format_tag tag) {
-  return dnnl::memory({dims, dnnl::memory::data_type::f32, tag}, onednn_engine(), t.raw_data());
+  const auto dt = t.dtype() == DType::BFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  return dnnl::memory({dims, dt, tag}, onednn_engine(), t.raw_data());
 }
 
 /// Executes prim on this thread's stream and waits.
