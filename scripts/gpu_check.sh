@@ -15,6 +15,8 @@
 #   ips_memory  the official config's training step on the GPU: s/step and peak allocated,
 #               against the reference's 374.9 ms and 1.84 GiB (SPEC section 8)
 #   quickstart  a short quickstart training (configs/quickstart.yaml, 2 epochs) and eval on the GPU
+#   if time is left: ips_memory with the shortcuts off, then with precision: bf16 (cuDNN and
+#               cuBLAS bfloat16 tensor-core paths, issue 17) against the float32 step above
 # and writes one summary file. Exit status: 0 every check passed; 1 some
 # failed; 2 no usable GPU (the summary says why); 3 the bundle could not be
 # unpacked or its libraries resolved.
@@ -25,7 +27,7 @@
 # ($OUT/gpu_summary.txt, else /tmp/ipsnet_gpu_check_out/gpu_summary.txt),
 # GPU_CHECK_BUDGET (420 s: the whole script stays under 8 minutes),
 # GPU_CHECK_ONLY (a rerun of some steps: any of "test_cuda sync sanitizer
-# ips_memory quickstart ips_memory_no_shortcuts"; unpack, libraries and env
+# ips_memory quickstart ips_memory_no_shortcuts ips_memory_bf16"; unpack, libraries and env
 # always run),
 # GPU_CHECK_WORK (/tmp/ipsnet_gpu_check), GPU_CHECK_CUDA_DIRS and
 # GPU_CHECK_SITE_DIRS (where to look for the CUDA libraries, see find_libs;
@@ -432,6 +434,11 @@ fi
 # ---- if time is left: the step as the reference runs it (every patch encoded) ---------------
 if want ips_memory_no_shortcuts && (( $(left) > 70 )); then
   ips_memory_step ips_memory_no_shortcuts 90 5 "shortcuts off, every patch encoded as the reference" --shortcuts off
+fi
+
+# ---- if time is left: the step in bfloat16 (issue 17) -------------------------------------------
+if want ips_memory_bf16 && (( $(left) > 60 )); then
+  ips_memory_step ips_memory_bf16 90 5 "precision bf16, shortcuts on" --set precision=bf16
 fi
 
 if (( FAILED == 0 )); then
