@@ -28,16 +28,19 @@ Tensor BatchNormBase::forward(const Tensor& x) { return run(x, false, false); }
 
 Tensor BatchNormBase::forward_relu(const Tensor& x, bool recompute) { return run(x, true, recompute); }
 
+void BatchNormBase::count_batch() {
+  if (!training_ || !running_mean_.defined()) return;
+  NoGradGuard ng;
+  num_batches_tracked_.fill_(num_batches_tracked_.item() + 1);
+}
+
 Tensor BatchNormBase::forward_stem(const Tensor& x, const Tensor& conv_weight, ops::Pair conv_stride,
                                    ops::Pair conv_padding, ops::Pair pool_kernel, ops::Pair pool_stride,
                                    ops::Pair pool_padding, int64_t chunk) {
   IPSNET_CHECK(x.dim() == 4, type_name(), " (stem): input ", shape_str(x.shape()), " must be (N, C, H, W)");
-  const bool use_batch = (training_ && !freeze_stats_) || !running_mean_.defined();
+  const bool use_batch = use_batch_stats();
   if (use_batch && tl_bn_sync) return Tensor();
-  if (use_batch && training_ && running_mean_.defined()) {
-    NoGradGuard ng;
-    num_batches_tracked_.fill_(num_batches_tracked_.item() + 1);
-  }
+  if (use_batch) count_batch();
   return ops::conv_bn_relu_pool(x, conv_weight, weight_, bias_, running_mean_, running_var_, use_batch,
                                 options_.momentum(), options_.eps(), conv_stride, conv_padding, pool_kernel,
                                 pool_stride, pool_padding, chunk);
@@ -48,13 +51,9 @@ Tensor BatchNormBase::run(const Tensor& x, bool relu, bool recompute) {
   IPSNET_CHECK(x.dim() >= dim_lo_ && x.dim() <= dim_hi_ && x.size(1) == options_.num_features(), type_name(),
                ": input ", shape_str(x.shape()), " does not fit num_features ", options_.num_features(),
                " (expected ", dim_lo_, dim_lo_ == dim_hi_ ? "" : str_cat(" to ", dim_hi_), " dims, C at dim 1)");
-  bool has_stats = running_mean_.defined();
   // Batch statistics in training mode, or always when no running stats are kept.
-  bool use_batch = (training_ && !freeze_stats_) || !has_stats;
-  if (use_batch && training_ && has_stats) {
-    NoGradGuard ng;
-    num_batches_tracked_.fill_(num_batches_tracked_.item() + 1);
-  }
+  const bool use_batch = use_batch_stats();
+  if (use_batch) count_batch();
   if (use_batch && tl_bn_sync) return run_synced(x, relu, *tl_bn_sync);
   // Without running stats the buffers are undefined and the op only normalises.
   if (relu)

@@ -70,6 +70,10 @@ class BatchNormBase : public Module {
 
  private:
   Tensor run(const Tensor& x, bool relu, bool recompute);
+  /// Batch statistics now (training and not frozen, or no running stats kept).
+  bool use_batch_stats() const { return (training_ && !freeze_stats_) || !running_mean_.defined(); }
+  /// Counts a training batch in num_batches_tracked (when it is kept).
+  void count_batch();
   /// Batch statistics summed over the ranks (composed of differentiable ops).
   Tensor run_synced(const Tensor& x, bool relu, BatchNormSync& sync);
   BatchNormOptions options_;

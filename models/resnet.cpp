@@ -172,23 +172,22 @@ Tensor ResNet::features(const Tensor& x) {
                " must be (N, ", options_.in_channels(), ", h, w)");
   const bool fold = folding(fold_bn_, training_);
   Tensor y;
-  const Conv2dOptions& o1 = conv1_->options();
+  const Conv2dOptions& o = conv1_->options();
   // Convolutions in bfloat16: training under precision: bf16, or a no-grad
   // pass under ConvBf16Guard (the selection's).
   const bool bf16_convs = precision_bf16_enabled() || (!grad_enabled() && conv_bf16_enabled());
   if (bf16_convs && !fold && (recompute_ || !grad_enabled()) && !conv1_->bias_.defined() &&
-      o1.dilation() == ops::Pair{1, 1}) {
+      o.dilation() == ops::Pair{1, 1}) {
     // The stem (conv, BatchNorm, ReLU, max pool) as one op that works through
     // kStemChunk patches at a time: its conv-sized maps, the widest of the
     // encoder, never exist for the whole batch (training's forward and
     // backward, the selection's no-grad passes; docs/memory_model.md).
     // float32 keeps the composed ops below, unchanged bit for bit.
-    y = bn1_->forward_stem(x, conv1_->weight_, o1.stride(), o1.padding(), {3, 3}, {2, 2}, {1, 1}, kStemChunk);
+    y = bn1_->forward_stem(x, conv1_->weight_, o.stride(), o.padding(), {3, 3}, {2, 2}, {1, 1}, kStemChunk);
     if (y.defined()) return run_stages(std::move(y));
   }
   if (recompute_ && !fold && grad_enabled()) {
     // The stem's output is recomputed from the patch in backward.
-    const Conv2dOptions& o = conv1_->options();
     y = bn1_->forward_relu(
         ops::conv2d_recomputed(x, conv1_->weight_, conv1_->bias_, o.stride(), o.padding(), o.dilation()), true);
   } else {

@@ -42,9 +42,9 @@ namespace ops {
 namespace {
 
 struct StemGeometry {
-  Conv2dGeometry conv;   // for the whole batch; chunk() narrows n
-  Pool2dGeometry pool;   // likewise
-  BatchNormGeometry bn;  // likewise
+  Conv2dGeometry conv;   // for the whole batch; conv_n(len) for a chunk
+  Pool2dGeometry pool;   // likewise (pool_n)
+  BatchNormGeometry bn;  // likewise (bn_n)
   int64_t chunk = 1;
   Conv2dGeometry conv_n(int64_t n) const {
     Conv2dGeometry g = conv;
@@ -63,23 +63,21 @@ struct StemGeometry {
   }
 };
 
-// The forward of one chunk [s, s + len) up to the ReLU (y) and, if wanted,
-// the conv output (c): exactly what the forward computed for these images.
-struct ChunkForward {
-  Tensor c, y;
-};
-ChunkForward chunk_forward(const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta,
-                           const Tensor& mean, const Tensor& var, const StemGeometry& G, double eps, int64_t s,
-                           int64_t len) {
-  Backend& be = backend_for(x.device());
-  ChunkForward f;
-  f.c = Tensor::empty({len, G.conv.o, G.conv.ho, G.conv.wo}, x.dtype(), x.device());
-  be.conv2d_forward(x.narrow(0, s, len), w, Tensor(), f.c, G.conv_n(len));
-  if (!mean.defined()) return f;  // pass A: statistics only
-  f.y = Tensor::empty(f.c.shape(), x.dtype(), x.device());
-  be.batch_norm_forward_inference(f.c, gamma, beta, mean, var, f.y, G.bn_n(len), eps);
-  be.unary(math::UnaryOp::Relu, f.y, f.y, 0.0);
-  return f;
+// The conv output of one chunk [s, s + len) of the batch.
+Tensor conv_chunk(const Tensor& x, const Tensor& w, const StemGeometry& G, int64_t s, int64_t len) {
+  Tensor c = Tensor::empty({len, G.conv.o, G.conv.ho, G.conv.wo}, x.dtype(), x.device());
+  backend_for(x.device()).conv2d_forward(x.narrow(0, s, len), w, Tensor(), c, G.conv_n(len));
+  return c;
+}
+
+// relu((c - mean) / sqrt(var + eps) gamma + beta) of one chunk's conv output.
+Tensor bn_relu_chunk(const Tensor& c, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var,
+                     const StemGeometry& G, double eps) {
+  Backend& be = backend_for(c.device());
+  Tensor y = Tensor::empty(c.shape(), c.dtype(), c.device());
+  be.batch_norm_forward_inference(c, gamma, beta, mean, var, y, G.bn_n(c.size(0)), eps);
+  be.unary(math::UnaryOp::Relu, y, y, 0.0);
+  return y;
 }
 
 struct ConvBnReluPoolBackward : Node {
@@ -105,16 +103,17 @@ struct ConvBnReluPoolBackward : Node {
     // gy of one chunk: the pool's gradient at its argmax, masked by the ReLU
     // (written over y); c is kept for xh.
     auto chunk_grad = [&](int64_t s, int64_t len) {
-      ChunkForward f = chunk_forward(xx, w, gm, bt, m, v, G, eps, s, len);
+      Tensor c = conv_chunk(xx, w, G, s, len);
+      Tensor y = bn_relu_chunk(c, gm, bt, m, v, G, eps);
       const Pool2dGeometry pg = G.pool_n(len);
       Tensor pooled = Tensor::empty({len, C, pg.ho, pg.wo}, xx.dtype(), xx.device());
       Tensor idx = Tensor::empty(pooled.shape(), DType::Int64, xx.device());
-      be.max_pool2d_forward(f.y, pooled, idx, pg);
+      be.max_pool2d_forward(y, pooled, idx, pg);
       pooled = Tensor();
-      Tensor gy = Tensor::empty(f.y.shape(), xx.dtype(), xx.device());
+      Tensor gy = Tensor::empty(y.shape(), xx.dtype(), xx.device());
       be.max_pool2d_backward(gc.narrow(0, s, len), idx, gy, pg);
-      be.unary_backward(math::UnaryOp::Relu, Tensor(), f.y, gy, f.y, 0.0);
-      return std::make_pair(f.c, f.y);  // (c, gy)
+      be.unary_backward(math::UnaryOp::Relu, Tensor(), y, gy, y, 0.0);
+      return std::make_pair(c, y);  // (c, gy)
     };
     Tensor s1, s2;  // (C): sum gy, sum gy xh
     const bool one_chunk = n <= G.chunk;
@@ -240,9 +239,9 @@ Tensor conv_bn_relu_pool(const Tensor& x, const Tensor& weight, const Tensor& ga
     const Shape per_channel{1, C, 1, 1};
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
-      ChunkForward f = chunk_forward(xc, wc, gc, bc, Tensor(), Tensor(), G, eps, s, len);
-      Tensor cm = ops::mean(f.c, {0, 2, 3});
-      Tensor cv = ops::mean(square(sub(f.c, cm.reshape(per_channel))), {0, 2, 3});
+      Tensor c = conv_chunk(xc, wc, G, s, len);
+      Tensor cm = ops::mean(c, {0, 2, 3});
+      Tensor cv = ops::mean(square(sub(c, cm.reshape(per_channel))), {0, 2, 3});
       const std::vector<double> bm = cm.to_vector<double>(), bv = cv.to_vector<double>();
       const double nb = static_cast<double>(len * G.bn.s), tot = count + nb;
       for (size_t k = 0; k < mu.size(); ++k) {
@@ -251,7 +250,7 @@ Tensor conv_bn_relu_pool(const Tensor& x, const Tensor& weight, const Tensor& ga
         m2[k] += bv[k] * nb + d * d * count * nb / tot;
       }
       count = tot;
-      if (n <= chunk) first_c = f.c;
+      if (n <= chunk) first_c = c;
     }
     std::vector<double> vb(mu.size());
     for (size_t k = 0; k < mu.size(); ++k) vb[k] = m2[k] / count;
@@ -275,15 +274,9 @@ Tensor conv_bn_relu_pool(const Tensor& x, const Tensor& weight, const Tensor& ga
   out = Tensor::empty({n, C, G.pool.ho, G.pool.wo}, x.dtype(), x.device());
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t len = std::min(chunk, n - s);
-    Tensor y;
-    if (first_c.defined()) {
-      y = Tensor::empty(first_c.shape(), x.dtype(), x.device());
-      be.batch_norm_forward_inference(first_c, gc, bc, mean, var, y, G.bn_n(len), eps);
-      be.unary(math::UnaryOp::Relu, y, y, 0.0);
-      first_c = Tensor();
-    } else {
-      y = chunk_forward(xc, wc, gc, bc, mean, var, G, eps, s, len).y;
-    }
+    Tensor c = first_c.defined() ? std::move(first_c) : conv_chunk(xc, wc, G, s, len);
+    Tensor y = bn_relu_chunk(c, gc, bc, mean, var, G, eps);
+    c = Tensor();
     be.max_pool2d_forward(y, out.narrow(0, s, len), Tensor(), G.pool_n(len));
   }
 
